@@ -1,0 +1,28 @@
+# Two commands do all the set-up: `make train` and `make test`.
+# Each creates .venv on first use and refreshes it whenever pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: train test sweep tensorboard clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+## train: the default run (784-15-10, hand-written backprop); extra Hydra overrides via ARGS="..."
+train: $(STAMP)
+	$(PY) train.py $(ARGS)
+
+## test: the whole test suite (no GPU, no network needed)
+test: $(STAMP)
+	$(PY) -m pytest -n 2 $(ARGS)
+
+## tensorboard: inspect every run and sweep under outputs/
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir outputs
+
+clean-venv:
+	rm -rf $(VENV)
