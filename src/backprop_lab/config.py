@@ -1,0 +1,113 @@
+"""Checks on the composed config, run before any data is touched or any file is written.
+
+Every problem becomes a `ConfigError` whose message reads `<what is wrong> (<how to fix it>)`,
+so the entry point can print it as one line.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from backprop_lab import activations, costs
+from backprop_lab.models import INITS, MODELS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names it and the fix."""
+
+
+def project_root() -> str:
+    """The checkout that holds conf/ (an editable install), else the current directory."""
+    return str(PROJECT_ROOT if (PROJECT_ROOT / "conf").is_dir() else Path.cwd())
+
+
+if not OmegaConf.has_resolver("project_root"):
+    OmegaConf.register_new_resolver("project_root", project_root)
+
+
+def _choice(value: Any, choices: Any, key: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value} is not an option ({key}= one of: {', '.join(choices)})")
+
+
+def _positive_number(value: Any, key: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value} is not a number (set {key} to a positive number, e.g. {key}=0.1)") from None
+    if not (math.isfinite(x) and x > 0):
+        raise ConfigError(f"{key}={value} must be positive and finite (e.g. {key}=0.1)")
+    return x
+
+
+def hidden_sizes(value: Any) -> list[int]:
+    """model.hidden as a list of ints: [] means no hidden layer."""
+    items = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [value]
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in items):
+        raise ConfigError(f"model.hidden={items} must list positive layer sizes (e.g. model.hidden=[15] or [100,30])")
+    return [int(n) for n in items]
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value that cannot work."""
+    _choice(cfg.model.kind, MODELS, "model")
+    hidden_sizes(cfg.model.hidden)
+    _choice(cfg.activation, activations.HIDDEN, "activation")
+    _choice(cfg.model.output, activations.OUTPUTS, "model.output")
+    _choice(cfg.model.init, INITS, "model.init")
+    _choice(cfg.loss, costs.COSTS, "loss")
+    try:
+        costs.check(cfg.loss, cfg.model.output)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+    opt = cfg.optimizer
+    _positive_number(opt.lr, "optimizer.lr")
+    if "momentum" in opt and not (0 <= float(opt.momentum) < 1):
+        raise ConfigError(f"optimizer.momentum={opt.momentum} must be in [0, 1) (e.g. optimizer.momentum=0.9)")
+    if float(opt.get("weight_decay", 0) or 0) < 0:
+        raise ConfigError(f"optimizer.weight_decay={opt.weight_decay} must be >= 0 (0 turns L2 off)")
+
+    bs = cfg.data.batch_size
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise ConfigError(f"data.batch_size={bs} must be a whole number >= 1 (e.g. data.batch_size=10)")
+    epochs = cfg.trainer.get("max_epochs")
+    if epochs is not None and (not isinstance(epochs, int) or epochs < 0):
+        raise ConfigError(f"trainer.max_epochs={epochs} must be a whole number >= 0 (e.g. trainer.max_epochs=10)")
+    clip = cfg.trainer.get("gradient_clip_val")
+    if clip is not None and clip != 0:
+        _positive_number(clip, "trainer.gradient_clip_val")
+    if cfg.seed is not None and not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed} must be a whole number (e.g. seed=42)")
+
+
+def check_batch_size(batch_size: int, n_train: int) -> None:
+    """Once the data is known: a batch larger than the training split is a mistake, not a tiny epoch."""
+    if batch_size > n_train:
+        raise ConfigError(
+            f"data.batch_size={batch_size} is larger than the training split ({n_train} examples) "
+            f"(use data.batch_size<={n_train})"
+        )
+
+
+def run_dir(ckpt_path: str | None, default: str) -> str:
+    """Hydra's run folder: the folder of the checkpoint being resumed, else a new timestamped one.
+
+    Resuming in place keeps one TensorBoard run, one checkpoint folder and one metrics.json per
+    run, and gives a pre-empted cluster job the same folder when it restarts.
+    """
+    if ckpt_path:
+        run = Path(ckpt_path).expanduser().resolve().parent.parent
+        if (run / ".hydra").is_dir():
+            return str(run)
+    return default
+
+
+if not OmegaConf.has_resolver("run_dir"):
+    OmegaConf.register_new_resolver("run_dir", run_dir)

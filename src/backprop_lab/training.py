@@ -1,0 +1,147 @@
+"""train(cfg) -> metrics: the one function behind train.py, sweeps and the tests.
+
+Only this module reads the Hydra config; everything it builds takes plain arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from backprop_lab import config
+from backprop_lab.callbacks import EpochHistory
+from backprop_lab.lit_module import LitMLP
+from backprop_lab.visuals import LayerGradients, Pictures
+
+log = logging.getLogger("backprop_lab")
+
+
+def build_module(cfg: DictConfig, n_features: int = 784, n_classes: int = 10) -> LitMLP:
+    """The LightningModule from the config's primitive values."""
+    return LitMLP(
+        sizes=[n_features, *config.hidden_sizes(cfg.model.hidden), n_classes],
+        model=cfg.model.kind,
+        activation=cfg.activation,
+        output=cfg.model.output,
+        cost=cfg.loss,
+        init=cfg.model.init,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+    )
+
+
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoint, EpochHistory]:
+    quiet = is_multirun()
+    checkpoint = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="best-epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+        monitor="val/acc",
+        mode="max",
+        save_last=True,
+    )
+    history = EpochHistory(echo=not quiet)
+    callbacks: list[L.Callback] = [
+        checkpoint,
+        history,
+        LearningRateMonitor(logging_interval="epoch"),
+        LayerGradients(cfg.log.grad_every_n_steps, cfg.log.histogram_every_n_steps),
+        Pictures(cfg.log.pictures_every_n_epochs),
+    ]
+    logger = TensorBoardLogger(save_dir=out, name="", version="", default_hp_metric=False)
+    trainer_kwargs: dict[str, Any] = {"default_root_dir": str(out), "logger": logger, "callbacks": callbacks}
+    if quiet:
+        trainer_kwargs.update(enable_progress_bar=False, enable_model_summary=False)
+    elif cfg.trainer.get("enable_progress_bar", True):
+        if sys.stderr.isatty():  # a bar redrawn at every step costs more than a small MLP's step
+            callbacks.append(TQDMProgressBar(refresh_rate=cfg.log.progress_every_n_steps))
+        else:  # logs and pipes get the one-line epoch summaries only
+            trainer_kwargs["enable_progress_bar"] = False
+    trainer = hydra.utils.instantiate(cfg.trainer, **trainer_kwargs)
+    return trainer, checkpoint, history
+
+
+def hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The hyperparameters shown in TensorBoard's HPARAMS tab, flattened to `group/key`."""
+    keep = ("model", "optimizer", "scheduler", "data", "activation", "loss", "seed", "trainer")
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not k.startswith("_") and k not in ("data_dir", "search_dirs"):
+                    walk(f"{prefix}/{k}" if prefix else k, v)
+        else:
+            flat[prefix] = node if isinstance(node, (int, float, str, bool)) else str(node)
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    walk("", {k: c[k] for k in keep if k in c})
+    return flat
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test with the best checkpoint, write metrics.json into the run folder, return the metrics."""
+    config.check(cfg)
+    out = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    config.check_batch_size(cfg.data.batch_size, datamodule.sizes["train"])
+    module = build_module(cfg, datamodule.n_features, datamodule.n_classes)
+    trainer, checkpoint, history = build_trainer(cfg, out)
+
+    metrics: dict[str, Any] = {"status": "running", "data_source": datamodule.source, "data_sizes": datamodule.sizes}
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
+    metrics["epochs"] = trainer.current_epoch
+    if trainer.interrupted:
+        metrics["status"] = "interrupted"
+    metrics.update(_scalars(trainer, ("val/acc_best", "val/acc", "val/loss")))
+    if cfg.get("test", True) and not trainer.interrupted:
+        best = checkpoint.best_model_path or None
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        metrics["best_ckpt"] = best
+        metrics.update(_scalars(trainer, ("test/acc", "test/loss")))
+    metrics["history"] = history.history
+    if metrics["status"] == "running":
+        metrics["status"] = "completed"
+    if trainer.is_global_zero:
+        write_metrics(out, metrics)
+        if isinstance(trainer.logger, TensorBoardLogger):
+            final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if k in ("test/acc", "test/loss", "val/acc_best")}
+            trainer.logger.log_hyperparams(hparams(cfg), final or {"hp/val_acc_best": float("nan")})
+            trainer.logger.finalize("success")
+        log.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if k not in ("data_sizes", "history")}))
+    return metrics
+
+
+def _scalars(trainer: L.Trainer, keys: tuple[str, ...]) -> dict[str, float]:
+    m = trainer.callback_metrics
+    return {k: round(float(m[k]), 6) for k in keys if k in m}
+
+
+def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(out / "metrics.json")

@@ -1,0 +1,51 @@
+"""Shared fixtures: configs composed from conf/ exactly as train.py composes them, on tiny data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+import backprop_lab.config  # noqa: F401  (registers the project_root and run_dir resolvers)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# Small but real: the embedded MNIST digits, a few hundred of them, one quick epoch, no progress bar.
+TINY = [
+    "data=mnist_subset",
+    "data.train_size=300",
+    "data.val_size=100",
+    "data.test_size=100",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=5",
+]
+
+
+def compose_cfg(tmp_path: Path, *overrides: str, config_name: str = "train") -> DictConfig:
+    """Compose conf/<config_name>.yaml with TINY defaults, writing into tmp_path."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name, overrides=[*TINY, *overrides] if config_name == "train" else list(overrides))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    return lambda *overrides: compose_cfg(tmp_path, *overrides)
+
+
+def run_script(*args: str, cwd: Path = ROOT, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a project script with the test interpreter, capturing its output."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    full_env.pop("BACKPROP_LAB_VERBOSE", None)
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)

@@ -1,0 +1,20 @@
+"""Train the lecture's MLP: `python train.py [overrides]`, or a sweep with `python train.py -m ...`.
+
+Set BACKPROP_LAB_VERBOSE=1 to see the traceback behind a one-line error.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from backprop_lab import cli
+from backprop_lab.training import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = cli.run(train, cfg)
+    return metrics.get(cfg.optimized_metric)
+
+
+if __name__ == "__main__":
+    main()
