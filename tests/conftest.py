@@ -7,11 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Tiny MLPs gain nothing from intra-op threads, and two pytest workers with two threads each on a
+# 2-core machine slow every small op down by an order of magnitude. Subprocesses inherit this.
+os.environ["OMP_NUM_THREADS"] = "1"
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 import backprop_lab.config  # noqa: F401  (registers the project_root and run_dir resolvers)
+import torch
+
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -50,6 +57,6 @@ def make_cfg(tmp_path):
 
 def run_script(*args: str, cwd: Path = ROOT, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a project script with the test interpreter, capturing its output."""
-    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    full_env = {**os.environ, **(env or {})}
     full_env.pop("BACKPROP_LAB_VERBOSE", None)
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)

@@ -1,11 +1,16 @@
-"""Small Lightning callbacks: the per-epoch history (and its one-line console summary)."""
+"""Lightning callbacks for the console and for safety: epoch history, divergence, graceful interrupts."""
 
 from __future__ import annotations
 
 import logging
+import math
+import signal
+import threading
 import time
 
 import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger("backprop_lab")
 
@@ -20,6 +25,7 @@ class EpochHistory(L.Callback):
 
     def __init__(self, echo: bool = True) -> None:
         self.echo = echo
+        self._t0 = time.perf_counter()
         self.history: dict[str, list[float]] = {"epoch": [], **{k: [] for k in self.KEYS}}
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -52,3 +58,118 @@ class EpochHistory(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = state_dict["history"]
+
+
+class TrainingStopped(RuntimeError):
+    """Training ended early for a reason the user can act on; `status` goes into metrics.json."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, status: str, step: int) -> None:
+        super().__init__(message)
+        self.status, self.step = status, step
+
+
+class Diverged(TrainingStopped):
+    pass
+
+
+class Interrupted(TrainingStopped):
+    def __init__(self, message: str, step: int, signal_name: str) -> None:
+        super().__init__(message, "interrupted", step)
+        self.exit_code = 128 + int(getattr(signal, signal_name))  # the shell's convention: 130, 143
+
+
+class DivergenceGuard(L.Callback):
+    """Stops training at the first step whose loss is NaN, infinite, or `loss_factor` times its first value.
+
+    Bounded activations and the stable costs keep a wildly unstable run finite (sigmoid with
+    lr=1000 swings at a loss of ~1,000 instead of ~2), hence the factor. The check stays on the
+    device and is read back every `check_every_n_steps` steps (every step on CPU, where reading is
+    free), so a GPU run has no per-step host synchronisation; the step reported is always the
+    first bad one. Checkpoints are never written after it (see on_save_checkpoint).
+    """
+
+    def __init__(self, check_every_n_steps: int = 50, loss_factor: float | None = 100.0) -> None:
+        self.check_every_n_steps = max(1, check_every_n_steps)
+        self.loss_factor = loss_factor
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first_bad = torch.tensor(-1, device=pl_module.device)  # global step of the first bad loss
+        self._bad_loss = torch.tensor(0.0, device=pl_module.device)
+        self._limit: torch.Tensor | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        loss = loss.detach().float()
+        if self._limit is None:
+            self._limit = loss.abs() * self.loss_factor if self.loss_factor else torch.tensor(float("inf"), device=loss.device)
+        bad = (~torch.isfinite(loss) | (loss.abs() > self._limit)) & (self._first_bad < 0)
+        step = trainer.global_step - 1  # the step that produced this loss
+        self._first_bad = torch.where(bad, torch.full_like(self._first_bad, step), self._first_bad)
+        self._bad_loss = torch.where(bad, loss, self._bad_loss)
+        if pl_module.device.type == "cpu" or trainer.global_step % self.check_every_n_steps == 0:
+            self.check(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.check(trainer)  # never write spoiled weights
+
+    def check(self, trainer: L.Trainer) -> None:
+        step = int(getattr(self, "_first_bad", -1))
+        if step < 0:
+            return
+        loss = float(self._bad_loss)
+        what = f"became {loss}" if not math.isfinite(loss) else f"exploded to {loss:.4g} (over {self.loss_factor:g}x its first value)"
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been saved yet"
+        raise Diverged(
+            f"training diverged: the loss {what} at step {step} (epoch {trainer.current_epoch + 1}); {kept} "
+            "(lower optimizer.lr, set trainer.gradient_clip_val=1.0, or try model.init=scaled)",
+            status="diverged",
+            step=step,
+        )
+
+
+class GracefulInterrupt(L.Callback):
+    """Ctrl-C (SIGINT) or SIGTERM: finish the current step, save `ckpt_path`, stop.
+
+    Lightning already turns SIGTERM into a clean stop at the next step boundary; SIGINT is routed
+    the same way, so the checkpoint always holds a whole step and resuming continues exactly. A
+    second Ctrl-C stops at once.
+    """
+
+    def __init__(self, ckpt_path: str) -> None:
+        self.ckpt_path = ckpt_path
+        self.signal_name: str | None = None
+        self.saved_step: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trainer = trainer
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        self.signal_name = "SIGINT"
+        signal.signal(signal.SIGINT, self._previous)
+        self._trainer._signal_connector.received_sigterm = True
+        log.warning("Ctrl-C: stopping after this step and saving a checkpoint (press again to quit at once)")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+        if isinstance(exception, SIGTERMException):
+            self.signal_name = self.signal_name or "SIGTERM"
+            trainer.save_checkpoint(self.ckpt_path)  # written to a temporary file, then renamed
+            self.saved_step = trainer.global_step
+
+    def _restore(self) -> None:
+        if getattr(self, "_previous", None) is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None

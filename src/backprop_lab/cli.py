@@ -1,7 +1,8 @@
 """What the entry points share: errors become one line on stderr and a status in metrics.json.
 
-A single run exits non-zero on a known error (bad config, bad data, divergence) with no traceback;
-BACKPROP_LAB_VERBOSE=1 shows it. Inside a sweep a failing job is recorded and the sweep goes on.
+A single run exits non-zero on a known error (bad config, bad data, divergence, interruption)
+with no traceback; BACKPROP_LAB_VERBOSE=1 shows it. Inside a sweep a failing job is recorded and
+the sweep goes on.
 """
 
 from __future__ import annotations
@@ -13,30 +14,29 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+from backprop_lab.callbacks import Interrupted, TrainingStopped
 from backprop_lab.config import ConfigError
+from backprop_lab.data import DataError
 
 log = logging.getLogger("backprop_lab")
+KNOWN = (ConfigError, DataError, TrainingStopped)
 
 
 def verbose() -> bool:
     return os.environ.get("BACKPROP_LAB_VERBOSE", "") not in ("", "0")
 
 
-def known_errors() -> tuple[type[BaseException], ...]:
-    from backprop_lab.data import DataError
-
-    return (ConfigError, DataError)
+def one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
 
 
 def fail(message: str, code: int = 1) -> None:
     """Print `error: ...` as one line and exit."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _record_failure(cfg: Any, message: str) -> None:
@@ -52,21 +52,54 @@ def _record_failure(cfg: Any, message: str) -> None:
     path.write_text(json.dumps(metrics, indent=2) + "\n")
 
 
+def _log_to_files(message: str) -> None:
+    """The run's log file keeps the error; the console shows only the one `error:` line."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def run(task: Callable[[Any], dict], cfg: Any) -> dict:
+    """Call task(cfg) and turn what can go wrong into one line, a metrics.json status and an exit code."""
     from backprop_lab.training import is_multirun
 
     try:
         return task(cfg)
     except Exception as e:
-        known = isinstance(e, known_errors())
+        known = isinstance(e, KNOWN)
         message = one_line(e) if known else f"{type(e).__name__}: {one_line(e)}"
-        _record_failure(cfg, message)
-        if is_multirun():  # record it and let the other jobs run
+        if not isinstance(e, TrainingStopped):  # train() has written its own status
+            _record_failure(cfg, message)
+        if is_multirun() and not isinstance(e, Interrupted):  # record it and let the other jobs run
             log.error("job failed: %s", message)
             print(f"error: {message}", file=sys.stderr, flush=True)
             return {}
         if not known or verbose():
             raise
-        log.error(message)
-        fail(message)
+        _log_to_files(message)
+        fail(message, getattr(e, "exit_code", 1))
         raise  # unreachable
+
+
+def hydra_entry(main: Callable[[], Any]) -> None:
+    """Run a @hydra.main function; Hydra's own errors (unknown option, bad override) become one line too."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let them reach us instead of Hydra's multi-line report
+    try:
+        main()
+    except MissingConfigException as e:
+        if verbose():
+            raise
+        missing = e.missing_cfg_file or ""
+        if "/" in missing and e.options:
+            group, option = missing.rsplit("/", 1)
+            fail(f"{group}={option} is not an option ({group}= one of: {', '.join(sorted(e.options))})")
+        fail(one_line(e))
+    except OverrideParseException as e:
+        if verbose():
+            raise
+        fail(f"cannot parse the override {e.override!r}: {one_line(e)}")
+    except ConfigCompositionException as e:
+        if verbose():
+            raise
+        fail(one_line(e))

@@ -7,8 +7,6 @@ folder's .hydra/config.yaml), so the test accuracy training reported is reproduc
 from __future__ import annotations
 
 import logging
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ def load_checkpoint(path: str | Path, model: str | None = None, map_location: st
         raise ConfigError(f"checkpoint {path} does not exist (pass ckpt_path=<run>/checkpoints/last.ckpt or a best-*.ckpt)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as e:
+    except Exception as e:  # torch.load fails in many ways on foreign bytes (UnpicklingError, KeyError, IndexError, ...)
         raise ConfigError(f"{path} is not a readable checkpoint ({type(e).__name__}; pass a .ckpt file written by train.py)") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise ConfigError(f"{path} is not a backprop_lab checkpoint (pass a .ckpt file written by train.py)")
@@ -79,3 +77,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = {"test/acc": round(results["test/acc"], 6), "test/loss": round(results["test/loss"], 6), "data_source": datamodule.source, "ckpt_path": str(cfg.ckpt_path)}
     log.info("evaluate: %s", metrics)
     return metrics
+
+
+def check_resume(path: str | Path, module: LitMLP) -> None:
+    """Before resuming: the checkpoint must hold the network the config builds."""
+    stored = load_checkpoint(path).hparams
+    mine = module.hparams
+    for key in ("sizes", "activation", "output", "cost"):
+        theirs, ours = (list(stored[key]), list(mine[key])) if key == "sizes" else (stored[key], mine[key])
+        if theirs != ours:
+            raise ConfigError(
+                f"{path} holds a {key}={stored[key]} network but the config gives {key}={mine[key]} "
+                "(resume with the overrides the run was started with)"
+            )

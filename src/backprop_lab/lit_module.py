@@ -46,6 +46,11 @@ class LitMLP(L.LightningModule):
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(n_classes, average="micro") for _ in range(3))
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        for metric in self.metrics():  # their running sums live in checkpoints, so a resumed epoch ends as if never stopped
+            metric.persistent(True)
+
+    def metrics(self) -> list:
+        return [self.train_acc, self.val_acc, self.test_acc, self.train_loss, self.val_loss, self.test_loss, self.val_acc_best]
 
     def forward(self, x: Tensor) -> Tensor:
         """z^L for a batch of images; `predict_proba` gives a^L."""
@@ -67,9 +72,6 @@ class LitMLP(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.log("train/loss_epoch", self.train_loss)
         self.log("train/acc", self.train_acc)
-
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # the sanity check must not count as the best epoch
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         C, pred = self._step(batch)

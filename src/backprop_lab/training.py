@@ -14,12 +14,17 @@ from typing import Any
 
 import hydra.utils
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from backprop_lab import config
-from backprop_lab.callbacks import EpochHistory
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from backprop_lab.callbacks import DivergenceGuard, EpochHistory, GracefulInterrupt, Interrupted, TrainingStopped
+from backprop_lab.evaluation import check_resume, load_checkpoint
 from backprop_lab.lit_module import LitMLP
 from backprop_lab.visuals import LayerGradients, Pictures
 
@@ -41,13 +46,10 @@ def build_module(cfg: DictConfig, n_features: int = 784, n_classes: int = 10) ->
 
 
 def is_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoint, EpochHistory]:
+def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoint, EpochHistory, GracefulInterrupt]:
     quiet = is_multirun()
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints",
@@ -56,11 +58,15 @@ def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoin
         monitor="val/acc",
         mode="max",
         save_last=True,
+        enable_version_counter=False,  # one last.ckpt per run, also after resuming from an interrupt
     )
     history = EpochHistory(echo=not quiet)
+    interrupt = GracefulInterrupt(str(out / "checkpoints" / "last.ckpt"))
     callbacks: list[L.Callback] = [
+        DivergenceGuard(cfg.log.grad_every_n_steps, cfg.divergence_factor),  # before the checkpoint callback: never save NaN weights
         checkpoint,
         history,
+        interrupt,
         LearningRateMonitor(logging_interval="epoch"),
         LayerGradients(cfg.log.grad_every_n_steps, cfg.log.histogram_every_n_steps),
         Pictures(cfg.log.pictures_every_n_epochs),
@@ -75,7 +81,7 @@ def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoin
         else:  # logs and pipes get the one-line epoch summaries only
             trainer_kwargs["enable_progress_bar"] = False
     trainer = hydra.utils.instantiate(cfg.trainer, **trainer_kwargs)
-    return trainer, checkpoint, history
+    return trainer, checkpoint, history, interrupt
 
 
 def hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -99,6 +105,8 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test with the best checkpoint, write metrics.json into the run folder, return the metrics."""
     config.check(cfg)
+    if cfg.get("ckpt_path"):
+        load_checkpoint(cfg.ckpt_path)  # a missing or foreign file fails before any data is read
     out = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
@@ -107,17 +115,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("fit")
     config.check_batch_size(cfg.data.batch_size, datamodule.sizes["train"])
     module = build_module(cfg, datamodule.n_features, datamodule.n_classes)
-    trainer, checkpoint, history = build_trainer(cfg, out)
+    if cfg.get("ckpt_path"):
+        check_resume(cfg.ckpt_path, module)
+    trainer, checkpoint, history, interrupt = build_trainer(cfg, out)
 
     metrics: dict[str, Any] = {"status": "running", "data_source": datamodule.source, "data_sizes": datamodule.sizes}
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except (TrainingStopped, SIGTERMException) as e:
+        stop = e if isinstance(e, TrainingStopped) else _interrupted(interrupt)
+        metrics.update(status=stop.status, error=str(stop), stopped_at_step=stop.step, epochs=trainer.current_epoch)
+        metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
+        metrics["history"] = history.history
+        if trainer.is_global_zero:
+            write_metrics(out, metrics)
+        raise stop from None
     metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
     metrics["epochs"] = trainer.current_epoch
-    if trainer.interrupted:
-        metrics["status"] = "interrupted"
     metrics.update(_scalars(trainer, ("val/acc_best", "val/acc", "val/loss")))
-    if cfg.get("test", True) and not trainer.interrupted:
+    if cfg.get("test", True):
         best = checkpoint.best_model_path or None
         trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics["best_ckpt"] = best
@@ -133,6 +150,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.logger.finalize("success")
         log.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if k not in ("data_sizes", "history")}))
     return metrics
+
+
+def _interrupted(interrupt: GracefulInterrupt) -> Interrupted:
+    """The one-line message after Ctrl-C or SIGTERM: where the checkpoint is and how to resume."""
+    overrides = []
+    if HydraConfig.initialized():
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
+    command = " ".join(["python train.py", *overrides, f"ckpt_path={interrupt.ckpt_path}"])
+    step = interrupt.saved_step if interrupt.saved_step is not None else -1
+    return Interrupted(
+        f"interrupted by {interrupt.signal_name} at step {step}: saved {interrupt.ckpt_path} (resume with: {command})",
+        step,
+        interrupt.signal_name or "SIGTERM",
+    )
 
 
 def _scalars(trainer: L.Trainer, keys: tuple[str, ...]) -> dict[str, float]:

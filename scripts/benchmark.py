@@ -1,0 +1,59 @@
+"""Speed and memory of the hand-written backprop: `python scripts/benchmark.py [--json PATH] [--tiny] [--device auto]`.
+
+Measures, side by side in one run (medians of interleaved repeats after warm-up):
+  manual_vs_reference_step         one SGD step, ManualMLP / ReferenceMLP (CPU, and CUDA when present)
+  manual_vs_reference_saved_bytes  bytes saved for backward, manual / reference (saved_tensors_hooks)
+  lightning_vs_plain_epoch         one epoch through the project's Lightning path / a bare PyTorch loop
+  textbook_vs_project_epoch        Nielsen's network.py (NumPy, per example) epoch / the project's epoch
+  cuda_throughput                  samples/s and peak memory at batch 1000 (CUDA only)
+and prints one table with PASS/MISS beside each target (nothing is asserted). The measurement code
+is in backprop_lab.bench. --tiny does every measurement on almost no work (for tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write every figure and raw time here")
+    parser.add_argument("--tiny", action="store_true", help="almost no work: checks that every key is written")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+                        help="cuda adds the GPU measurements to the CPU ones; auto: cuda when available")
+    parser.add_argument("--repeats", type=int, help="timed repeats per side (default 7 steps / 5 epochs; tiny 3 / 2)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from backprop_lab import bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    budget = bench.Budget.tiny_budget() if args.tiny else bench.Budget()
+    if args.repeats:
+        if args.repeats < 1:
+            parser.error("--repeats must be >= 1")
+        budget.repeats = budget.epoch_repeats = args.repeats
+    try:
+        bench.resolve_device(args.device)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    results = bench.run(budget, args.device, log=lambda s: print(f"[bench {time.perf_counter() - t0:5.1f} s] {s}", file=sys.stderr, flush=True))
+    print(bench.format_table(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

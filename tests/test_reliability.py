@@ -1,0 +1,163 @@
+"""Bad input ends in one line and a non-zero exit with nothing written; divergence and interruption lose nothing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, run_script
+
+QUIET = [o for o in TINY if not o.startswith("trainer.enable")]
+
+
+def assert_one_line_error(result, *fragments: str, code: int = 1) -> str:
+    assert result.returncode == code, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+BAD_CONFIG = {
+    "unknown optimizer": (["optimizer=sgdd"], ["optimizer=sgdd is not an option", "adam"]),
+    "unknown data": (["data=cifar"], ["data=cifar is not an option", "mnist_subset"]),
+    "unknown key": (["optimizer.lrr=0.1"], ["optimizer.lrr", "+optimizer.lrr"]),
+    "unknown activation": (["activation=swish"], ["activation=swish is not an option", "relu"]),
+    "unknown loss": (["loss=hinge"], ["loss=hinge is not an option"]),
+    "empty hidden size": (["model.hidden=[15,0]"], ["model.hidden=[15, 0]"]),
+    "zero learning rate": (["optimizer.lr=0"], ["optimizer.lr=0 must be positive"]),
+    "infinite learning rate": (["optimizer.lr=inf"], ["optimizer.lr=inf must be positive and finite"]),
+    "batch size below 1": (["data.batch_size=0"], ["data.batch_size=0 must be a whole number >= 1"]),
+    "negative epochs": (["trainer.max_epochs=-1"], ["trainer.max_epochs=-1"]),
+    "momentum out of range": (["optimizer=momentum", "optimizer.momentum=1.5"], ["optimizer.momentum=1.5 must be in [0, 1)"]),
+    "cross-entropy with identity output": (["model.output=identity"], ["cross_entropy needs probabilities", "model.output=softmax"]),
+    "batch larger than the split": (["data.batch_size=301"], ["larger than the training split (300 examples)"]),
+    "bad override syntax": (["model.hidden=[15"], ["model.hidden=[15"]),
+    "resume from a missing checkpoint": (["ckpt_path=/nonexistent/last.ckpt"], ["does not exist"]),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CONFIG))
+def test_bad_config_gives_one_line_and_writes_nothing(tmp_path, name):
+    overrides, fragments = BAD_CONFIG[name]
+    result = run_script("train.py", *QUIET, *overrides, f"hydra.run.dir={tmp_path}")
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "checkpoints").exists()
+    assert not list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def _write_idx(path: Path, magic: int, dims: tuple[int, ...], payload: bytes) -> None:
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) + payload)
+
+
+def test_corrupt_data_file_gives_one_line(tmp_path):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    _write_idx(raw / "train-images-idx3-ubyte.gz", 2051, (100, 28, 28), bytes(1000))  # truncated
+    _write_idx(raw / "train-labels-idx1-ubyte.gz", 2049, (100,), bytes(100))
+    _write_idx(raw / "t10k-images-idx3-ubyte.gz", 2051, (10, 28, 28), bytes(7840))
+    _write_idx(raw / "t10k-labels-idx1-ubyte.gz", 2049, (10,), bytes(10))
+    result = run_script("train.py", "data=mnist", f"paths.data_dir={tmp_path / 'data'}", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, "train-images-idx3-ubyte.gz", "truncated")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_missing_mnist_in_strict_mode_gives_one_line(tmp_path):
+    result = run_script("train.py", "data=mnist", "data.strict=true", "data.download=false", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, "MNIST", str(tmp_path / "MNIST" / "raw"))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    result = run_script("train.py", *QUIET, f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run
+
+
+@pytest.mark.parametrize(
+    "case,fragments",
+    [
+        ("missing", ["does not exist"]),
+        ("not a checkpoint", ["is not a readable checkpoint"]),
+        ("other architecture", ["model.hidden", "does not match" if False else "sizes="]),
+    ],
+)
+def test_bad_checkpoints_give_one_line(tmp_path, trained_run, case, fragments):
+    if case == "missing":
+        ckpt = tmp_path / "nope.ckpt"
+    elif case == "not a checkpoint":
+        ckpt = tmp_path / "notes.ckpt"
+        ckpt.write_text("these are my notes, not weights\n")
+    else:
+        ckpt = trained_run / "checkpoints" / "last.ckpt"
+    overrides = ["model.hidden=[30]"] if case == "other architecture" else []
+    result = run_script("train.py", *QUIET, *overrides, f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, *[f for f in fragments if f != "model.hidden"])
+    evaluated = run_script("scripts/evaluate.py", f"ckpt_path={ckpt}", "data=mnist_subset", f"hydra.run.dir={tmp_path / 'eval'}")
+    if case == "other architecture":
+        assert evaluated.returncode == 0  # the checkpoint itself is fine
+    else:
+        assert_one_line_error(evaluated, *fragments)
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    """An exploding schedule (lr x 10,000 after epoch 1): epoch 1's checkpoint survives and loads."""
+    result = run_script(
+        "train.py", *QUIET, "trainer.max_epochs=3", "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=10000",
+        "activation=relu", f"hydra.run.dir={tmp_path}",
+    )
+    line = assert_one_line_error(result, "training diverged", "at step", "lower optimizer.lr")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["stopped_at_step"] >= 30
+    assert f"step {metrics['stopped_at_step']}" in line
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0 and all(torch.isfinite(w).all() for w in last["state_dict"].values())
+
+
+def test_gradient_clipping_works_with_the_manual_model(tmp_path):
+    result = run_script("train.py", *QUIET, "model=manual", "trainer.gradient_clip_val=0.5", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
+
+
+def _final(run: Path) -> tuple[dict, dict]:
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    return ckpt["state_dict"], json.loads((run / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[dict, dict]:
+    run = tmp_path_factory.mktemp("alone")
+    result = run_script("train.py", *QUIET, "trainer.max_epochs=2", "trainer.deterministic=true", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return _final(run)
+
+
+@pytest.mark.parametrize("sig,step,code", [("SIGTERM", 37, 143), ("SIGINT", 12, 130)])
+def test_interrupted_run_resumes_to_exactly_the_same_result(tmp_path, uninterrupted, sig, step, code):
+    overrides = [*QUIET, "trainer.max_epochs=2", "trainer.deterministic=true"]
+    stopped = run_script("tests/signal_at_step.py", sig, str(step), *overrides, f"hydra.run.dir={tmp_path}")
+    line = assert_one_line_error(stopped, f"interrupted by {sig} at step {step}", "resume with: python train.py", code=code)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["stopped_at_step"] == step
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == step
+    assert f"ckpt_path={last}" in line
+
+    resumed = run_script("train.py", *overrides, f"ckpt_path={last}")  # lands in the same folder
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    weights, metrics = _final(tmp_path)
+    ref_weights, ref_metrics = uninterrupted
+    for k in ref_weights:
+        assert torch.equal(weights[k], ref_weights[k]), k
+    for k in ("test/acc", "test/loss", "val/acc_best", "epochs", "history"):
+        assert metrics[k] == ref_metrics[k], k
