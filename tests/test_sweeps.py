@@ -190,8 +190,9 @@ def test_cli_fails_in_one_line_without_jobs(tmp_path, case):
 
 
 def test_callback_writes_the_summary(sweep, caplog):
-    with caplog.at_level("INFO", logger="backprop_lab.sweeps"):
+    with caplog.at_level("INFO", logger="backprop_lab.sweeps"), pytest.raises(SystemExit) as stop:
         SummarizeSweep().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    assert stop.value.code == 1  # the fixture sweep has failed jobs
     assert all((sweep / f"summary.{ext}").exists() for ext in ("csv", "md", "png"))
     assert str(sweep / "summary.md") in caplog.text
 
@@ -230,7 +231,8 @@ def test_hydra_multirun_calls_the_callback(tmp_path):
     env = {**__import__("os").environ, "SWEEP_ROOT": str(tmp_path / "multiruns")}
     proc = subprocess.run([sys.executable, "app.py", "-m", "x=1,2,3"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # x=3 failed: the summary is written, the exit status says so
+    assert "1 of 3 sweep jobs did not complete" in proc.stderr
     (sweep_dir,) = (tmp_path / "multiruns").iterdir()
     md = (sweep_dir / "summary.md").read_text()
     assert "3 jobs, 2 completed, 1 failed" in md and "failed: x too big" in md

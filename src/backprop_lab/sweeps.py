@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,8 @@ class SummarizeSweep(Callback):
             return
         paths = write_summary(sweep_dir)
         log.info("Sweep summary: %s", ", ".join(str(p) for p in paths))
+        rows = collect(sweep_dir)
+        failed = [r for r in rows if r["status"] != "completed"]
+        if failed:  # the other jobs ran; the exit status still tells a script that something went wrong
+            print(f"error: {len(failed)} of {len(rows)} sweep jobs did not complete (see {paths[1]})", file=sys.stderr)
+            sys.exit(1)

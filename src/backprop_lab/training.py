@@ -45,6 +45,14 @@ def build_module(cfg: DictConfig, n_features: int = 784, n_classes: int = 10) ->
     )
 
 
+def resume_path(ckpt_path: str | None, out: Path) -> str | None:
+    """`ckpt_path=last` resumes this run folder's last.ckpt when there is one (a requeued cluster job), else starts afresh."""
+    if ckpt_path == "last":
+        last = out / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    return ckpt_path
+
+
 def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -105,9 +113,10 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test with the best checkpoint, write metrics.json into the run folder, return the metrics."""
     config.check(cfg)
-    if cfg.get("ckpt_path"):
-        load_checkpoint(cfg.ckpt_path)  # a missing or foreign file fails before any data is read
     out = Path(cfg.paths.output_dir)
+    ckpt_path = resume_path(cfg.get("ckpt_path"), out)
+    if ckpt_path:
+        load_checkpoint(ckpt_path)  # a missing or foreign file fails before any data is read
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -115,14 +124,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("fit")
     config.check_batch_size(cfg.data.batch_size, datamodule.sizes["train"])
     module = build_module(cfg, datamodule.n_features, datamodule.n_classes)
-    if cfg.get("ckpt_path"):
-        check_resume(cfg.ckpt_path, module)
+    if ckpt_path:
+        check_resume(ckpt_path, module)
     trainer, checkpoint, history, interrupt = build_trainer(cfg, out)
 
     metrics: dict[str, Any] = {"status": "running", "data_source": datamodule.source, "data_sizes": datamodule.sizes}
     t0 = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except (TrainingStopped, SIGTERMException) as e:
         stop = e if isinstance(e, TrainingStopped) else _interrupted(interrupt)
         metrics.update(status=stop.status, error=str(stop), stopped_at_step=stop.step, epochs=trainer.current_epoch)
