@@ -7,12 +7,11 @@ import hydra
 from omegaconf import DictConfig
 
 from backprop_lab import cli
-from backprop_lab.training import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = cli.run(train, cfg)
+    metrics = cli.run(cli.train, cfg)  # backprop_lab.training.train(cfg), after a quick config check
     return metrics.get(cfg.optimized_metric)
 
 

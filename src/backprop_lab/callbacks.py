@@ -12,6 +12,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from backprop_lab.errors import Diverged
+
 log = logging.getLogger("backprop_lab")
 
 
@@ -58,26 +60,6 @@ class EpochHistory(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = state_dict["history"]
-
-
-class TrainingStopped(RuntimeError):
-    """Training ended early for a reason the user can act on; `status` goes into metrics.json."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, status: str, step: int) -> None:
-        super().__init__(message)
-        self.status, self.step = status, step
-
-
-class Diverged(TrainingStopped):
-    pass
-
-
-class Interrupted(TrainingStopped):
-    def __init__(self, message: str, step: int, signal_name: str) -> None:
-        super().__init__(message, "interrupted", step)
-        self.exit_code = 128 + int(getattr(signal, signal_name))  # the shell's convention: 130, 143
 
 
 class DivergenceGuard(L.Callback):

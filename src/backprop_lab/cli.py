@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
 
-from backprop_lab.callbacks import Interrupted, TrainingStopped
-from backprop_lab.config import ConfigError
-from backprop_lab.data import DataError
+from backprop_lab import paths  # noqa: F401  (registers the resolvers conf/ uses)
+from backprop_lab.errors import ConfigError, DataError, Interrupted, TrainingStopped, one_line
 
 log = logging.getLogger("backprop_lab")
 KNOWN = (ConfigError, DataError, TrainingStopped)
@@ -28,9 +29,18 @@ def verbose() -> bool:
     return os.environ.get("BACKPROP_LAB_VERBOSE", "") not in ("", "0")
 
 
-def one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text or type(e).__name__
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def train(cfg: Any) -> dict:
+    """Check the config before importing Lightning, so a typo is reported in a moment; then train."""
+    from backprop_lab import config
+
+    config.check(cfg)
+    from backprop_lab.training import train
+
+    return train(cfg)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -62,13 +72,11 @@ def _log_to_files(message: str) -> None:
 
 def run(task: Callable[[Any], dict], cfg: Any) -> dict:
     """Call task(cfg) and turn what can go wrong into one line, a metrics.json status and an exit code."""
-    from backprop_lab.training import is_multirun
-
     try:
         return task(cfg)
     except Exception as e:
         known = isinstance(e, KNOWN)
-        message = one_line(e) if known else f"{type(e).__name__}: {one_line(e)}"
+        message = (one_line(e) or type(e).__name__) if known else f"{type(e).__name__}: {one_line(e)}"
         if not isinstance(e, TrainingStopped):  # train() has written its own status
             _record_failure(cfg, message)
         if is_multirun() and not isinstance(e, Interrupted):  # record it and let the other jobs run

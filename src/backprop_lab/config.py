@@ -7,29 +7,14 @@ so the entry point can print it as one line.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from backprop_lab import activations, costs
+from backprop_lab.errors import ConfigError
+from backprop_lab.paths import PROJECT_ROOT, project_root  # noqa: F401  (re-exported; registers the resolvers)
 from backprop_lab.models import INITS, MODELS
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names it and the fix."""
-
-
-def project_root() -> str:
-    """The checkout that holds conf/ (an editable install), else the current directory."""
-    return str(PROJECT_ROOT if (PROJECT_ROOT / "conf").is_dir() else Path.cwd())
-
-
-if not OmegaConf.has_resolver("project_root"):
-    OmegaConf.register_new_resolver("project_root", project_root)
-
 
 def _choice(value: Any, choices: Any, key: str) -> None:
     if value not in choices:
@@ -94,20 +79,3 @@ def check_batch_size(batch_size: int, n_train: int) -> None:
             f"data.batch_size={batch_size} is larger than the training split ({n_train} examples) "
             f"(use data.batch_size<={n_train})"
         )
-
-
-def run_dir(ckpt_path: str | None, default: str) -> str:
-    """Hydra's run folder: the folder of the checkpoint being resumed, else a new timestamped one.
-
-    Resuming in place keeps one TensorBoard run, one checkpoint folder and one metrics.json per
-    run, and gives a pre-empted cluster job the same folder when it restarts.
-    """
-    if ckpt_path:
-        run = Path(ckpt_path).expanduser().resolve().parent.parent
-        if (run / ".hydra").is_dir():
-            return str(run)
-    return default
-
-
-if not OmegaConf.has_resolver("run_dir"):
-    OmegaConf.register_new_resolver("run_dir", run_dir)

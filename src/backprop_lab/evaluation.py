@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from backprop_lab.config import ConfigError
+from backprop_lab.errors import ConfigError, one_line
 from backprop_lab.lit_module import LitMLP
 
 log = logging.getLogger("backprop_lab")
@@ -44,10 +44,6 @@ def load_checkpoint(path: str | Path, model: str | None = None, map_location: st
     except RuntimeError as e:
         raise ConfigError(f"{path} does not match the network {hp.get('sizes')} ({one_line(e)})") from None
     return module
-
-
-def one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300]
 
 
 def run_config(ckpt_path: str | Path) -> DictConfig | None:

@@ -21,6 +21,8 @@ from torch import Tensor
 from torchvision.datasets import MNIST
 from torchvision.datasets import utils as tv_utils
 
+from backprop_lab.errors import DataError, one_line
+
 # The four files of torchvision's MNIST / FashionMNIST layout, without the ".gz".
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -33,17 +35,6 @@ N_FEATURES = SIDE * SIDE
 N_CLASSES = 10
 _IDX_UBYTE = 0x08  # IDX type code for unsigned bytes
 
-
-class DataError(ValueError):
-    """A data file is missing, truncated or malformed; the message is one line with the fix."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(one_line(message))
-
-
-def one_line(text: str) -> str:
-    """Collapse any whitespace run (newlines included) into one space."""
-    return " ".join(str(text).split())
 
 
 def find_idx(folder: Path) -> tuple[dict[str, Path], list[str]]:

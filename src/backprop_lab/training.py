@@ -15,7 +15,6 @@ from typing import Any
 import hydra.utils
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -23,7 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from backprop_lab import config
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from backprop_lab.callbacks import DivergenceGuard, EpochHistory, GracefulInterrupt, Interrupted, TrainingStopped
+from backprop_lab.callbacks import DivergenceGuard, EpochHistory, GracefulInterrupt
+from backprop_lab.cli import is_multirun
+from backprop_lab.errors import Interrupted, TrainingStopped
 from backprop_lab.evaluation import check_resume, load_checkpoint
 from backprop_lab.lit_module import LitMLP
 from backprop_lab.visuals import LayerGradients, Pictures
@@ -51,10 +52,6 @@ def resume_path(ckpt_path: str | None, out: Path) -> str | None:
         last = out / "checkpoints" / "last.ckpt"
         return str(last) if last.is_file() else None
     return ckpt_path
-
-
-def is_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoint, EpochHistory, GracefulInterrupt]:
