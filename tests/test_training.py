@@ -136,3 +136,12 @@ def test_bad_config_values_are_refused_before_training(make_cfg, tmp_path, overr
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_last_checkpoint_and_history_cover_every_epoch_even_when_the_best_is_early(make_cfg, tmp_path):
+    """With a learning rate too small to change val/acc, the best checkpoint stays at epoch 1."""
+    metrics = train(make_cfg("trainer.max_epochs=3", "optimizer.lr=1e-9"))
+    assert Path(metrics["best_ckpt"]).name == "best-epoch000.ckpt"
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert metrics["history"]["epoch"] == [1, 2, 3]
+    assert json.loads((tmp_path / "metrics.json").read_text())["history"]["epoch"] == [1, 2, 3]

@@ -7,6 +7,7 @@ import math
 import signal
 import threading
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -72,7 +73,8 @@ class DivergenceGuard(L.Callback):
     first bad one. Checkpoints are never written after it (see on_save_checkpoint).
     """
 
-    def __init__(self, check_every_n_steps: int = 50, loss_factor: float | None = 100.0) -> None:
+    def __init__(self, last_ckpt_path: str, check_every_n_steps: int = 50, loss_factor: float | None = 100.0) -> None:
+        self.last_ckpt_path = Path(last_ckpt_path)
         self.check_every_n_steps = max(1, check_every_n_steps)
         self.loss_factor = loss_factor
 
@@ -107,8 +109,7 @@ class DivergenceGuard(L.Callback):
             return
         loss = float(self._bad_loss)
         what = f"became {loss}" if not math.isfinite(loss) else f"exploded to {loss:.4g} (over {self.loss_factor:g}x its first value)"
-        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
-        kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been saved yet"
+        kept = f"the last good checkpoint is {self.last_ckpt_path}" if self.last_ckpt_path.is_file() else "no checkpoint had been saved yet"
         raise Diverged(
             f"training diverged: the loss {what} at step {step} (epoch {trainer.current_epoch + 1}); {kept} "
             "(lower optimizer.lr, set trainer.gradient_clip_val=1.0, or try model.init=scaled)",

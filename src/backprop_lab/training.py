@@ -5,6 +5,7 @@ Only this module reads the Hydra config; everything it builds takes plain argume
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import logging
@@ -56,20 +57,26 @@ def resume_path(ckpt_path: str | None, out: Path) -> str | None:
 
 def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoint, EpochHistory, GracefulInterrupt]:
     quiet = is_multirun()
-    checkpoint = ModelCheckpoint(
+    checkpoint = ModelCheckpoint(  # the best epoch by validation accuracy, used for the test
         dirpath=out / "checkpoints",
         filename="best-epoch{epoch:03d}",
         auto_insert_metric_name=False,
         monitor="val/acc",
         mode="max",
-        save_last=True,
+        enable_version_counter=False,
+    )
+    last = ModelCheckpoint(  # every epoch; save_last=True alone rewrites it only when the best changes
+        dirpath=out / "checkpoints",
+        filename="last",
         enable_version_counter=False,  # one last.ckpt per run, also after resuming from an interrupt
     )
     history = EpochHistory(echo=not quiet)
-    interrupt = GracefulInterrupt(str(out / "checkpoints" / "last.ckpt"))
+    last_path = str(out / "checkpoints" / "last.ckpt")
+    interrupt = GracefulInterrupt(last_path)
     callbacks: list[L.Callback] = [
-        DivergenceGuard(cfg.log.grad_every_n_steps, cfg.divergence_factor),  # before the checkpoint callback: never save NaN weights
+        DivergenceGuard(last_path, cfg.log.grad_every_n_steps, cfg.divergence_factor),  # first: never save NaN weights
         checkpoint,
+        last,
         history,
         interrupt,
         LearningRateMonitor(logging_interval="epoch"),
@@ -140,12 +147,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
     metrics["epochs"] = trainer.current_epoch
     metrics.update(_scalars(trainer, ("val/acc_best", "val/acc", "val/loss")))
+    metrics["history"] = copy.deepcopy(history.history)  # testing the best checkpoint restores its older copy
     if cfg.get("test", True):
         best = checkpoint.best_model_path or None
         trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics["best_ckpt"] = best
         metrics.update(_scalars(trainer, ("test/acc", "test/loss")))
-    metrics["history"] = history.history
     if metrics["status"] == "running":
         metrics["status"] = "completed"
     if trainer.is_global_zero:
