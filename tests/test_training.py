@@ -98,12 +98,15 @@ def test_checkpoint_loads_into_either_model(make_cfg, tmp_path):
 
 
 def test_tensorboard_has_scalars_and_real_hparams(make_cfg, tmp_path):
-    metrics = train(make_cfg("trainer.max_epochs=2"))
-    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "tensors": 0})
+    metrics = train(make_cfg("trainer.max_epochs=2", "log.histogram_every_n_steps=10"))
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "tensors": 0, "images": 0, "histograms": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc", "lr-SGD"):
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc", "lr-SGD",
+                "delta_norm/layer1", "delta_norm/layer2", "dW_norm/layer1", "dW_norm/layer2"):
         assert tag in scalars, (tag, scalars)
+    assert {"features/hidden_units", "test/misclassified", "test/confusion_matrix"} <= set(events.Tags()["images"])
+    assert {"weights/W1", "grads/W1"} <= set(events.Tags()["histograms"])
     assert "hp_metric" not in scalars
     hp = events.Scalars("hp/test_acc")
     assert hp[-1].value == pytest.approx(metrics["test/acc"], abs=1e-6)
@@ -145,3 +148,10 @@ def test_last_checkpoint_and_history_cover_every_epoch_even_when_the_best_is_ear
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
     assert metrics["history"]["epoch"] == [1, 2, 3]
     assert json.loads((tmp_path / "metrics.json").read_text())["history"]["epoch"] == [1, 2, 3]
+
+
+def test_ckpt_path_last_resumes_the_folder_when_there_is_a_checkpoint(make_cfg, tmp_path):
+    """What a requeued cluster job does: the same folder, `ckpt_path=last`."""
+    assert train(make_cfg("trainer.max_epochs=1", "ckpt_path=last"))["epochs"] == 1  # nothing to resume: a fresh start
+    assert train(make_cfg("trainer.max_epochs=2", "ckpt_path=last"))["epochs"] == 2  # continues from epoch 1
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
