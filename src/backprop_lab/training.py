@@ -15,6 +15,7 @@ from typing import Any
 
 import hydra.utils
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -121,6 +122,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resume_path(cfg.get("ckpt_path"), out)
     if ckpt_path:
         load_checkpoint(ckpt_path)  # a missing or foreign file fails before any data is read
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = hydra.utils.instantiate(cfg.data)
