@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="almost no work: checks that every key is written")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
                         help="cuda adds the GPU measurements to the CPU ones; auto: cuda when available")
-    parser.add_argument("--repeats", type=int, help="timed repeats per side (default 7 steps / 5 epochs; tiny 3 / 2)")
+    parser.add_argument("--repeats", type=int, help="timed repeats per side of the step and textbook figures (default 15)")
+    parser.add_argument("--epoch-repeats", type=int, help="timed Lightning/bare epoch pairs per batch size (default 5)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
     args = parser.parse_args(argv)
 
@@ -36,10 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     budget = bench.Budget.tiny_budget() if args.tiny else bench.Budget()
-    if args.repeats:
-        if args.repeats < 1:
-            parser.error("--repeats must be >= 1")
-        budget.repeats = budget.epoch_repeats = args.repeats
+    for name in ("repeats", "epoch_repeats"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{name.replace('_', '-')} must be >= 1")
+            setattr(budget, name, value)
     try:
         bench.resolve_device(args.device)
     except ValueError as e:

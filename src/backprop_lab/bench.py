@@ -57,10 +57,11 @@ MODELS = {"manual": ManualMLP, "reference": ReferenceMLP}
 class Budget:
     """How much work each measurement does. `tiny()` is for tests: every key, almost no work."""
 
-    repeats: int = 7  # timed repeats per side (medians over these)
-    warmup: int = 1  # untimed repeats per side first
-    step_repeat_s: float = 0.25  # target seconds per timed repeat of the step comparison
+    repeats: int = 15  # timed repeats per side (medians over these)
+    warmup: int = 2  # untimed repeats per side first
+    step_repeat_s: float = 0.1  # target seconds per timed repeat of the step comparison
     max_steps: int = 100_000  # cap on steps per repeat
+    min_steps: int = 20  # floor on steps per repeat (a stall during calibration must not leave 1)
     epoch_train_size: int | None = None  # None: the whole training set
     epoch_batch_sizes: tuple[int, ...] = (10, 100)
     epoch_repeats: int = 5  # timed Lightning/bare epoch pairs per batch size
@@ -72,7 +73,7 @@ class Budget:
 
     @classmethod
     def tiny_budget(cls) -> "Budget":
-        return cls(repeats=3, warmup=1, step_repeat_s=0.0, max_steps=2, epoch_train_size=200,
+        return cls(repeats=3, warmup=1, step_repeat_s=0.0, max_steps=2, min_steps=1, epoch_train_size=200,
                    textbook_batches=5, cuda_repeat_steps=2, epoch_repeats=1, epoch_warmup=0, pool=1, tiny=True)
 
 
@@ -120,19 +121,23 @@ class Pair:
         }
 
 
+def interleave_all(fns: dict[str, Callable[[], float]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Rounds of every function in turn (A B C A B C ...): `warmup` untimed rounds, then `repeats` timed ones."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(warmup + repeats):
+        for name, fn in fns.items():
+            gc.collect()
+            t = fn()
+            if r >= warmup:
+                times[name].append(t)
+    return times
+
+
 def interleave(a: Callable[[], float], b: Callable[[], float], repeats: int, warmup: int,
                names: tuple[str, str]) -> Pair:
     """Run a, b, a, b, ...: `warmup` untimed rounds, then `repeats` timed ones (each call returns seconds)."""
-    pair = Pair(*names)
-    for r in range(warmup + repeats):
-        gc.collect()
-        ta = a()
-        gc.collect()
-        tb = b()
-        if r >= warmup:
-            pair.a.append(ta)
-            pair.b.append(tb)
-    return pair
+    times = interleave_all({names[0]: a, names[1]: b}, repeats, warmup)
+    return Pair(*names, times[names[0]], times[names[1]])
 
 
 # ----------------------------------------------------------------------------- data
@@ -214,29 +219,35 @@ def make_step(model: nn.Module, lr: float = LR) -> Callable[[Tensor, Tensor], Te
     return step
 
 
-def _steps_timer(step: Callable, batches: list, n: int, device) -> Callable[[], float]:
+def _steps_timer(step: Callable, batches: list, n: int, device, cap_s: float = math.inf) -> Callable[[], float]:
+    """A repeat: n steps, or fewer once cap_s seconds have passed (a loaded machine stalls); seconds per step."""
+
     def run() -> float:
         sync(device)
         t0 = time.perf_counter()
-        for i in range(n):
-            step(*batches[i % len(batches)])
+        done = 0
+        while done < n:
+            step(*batches[done % len(batches)])
+            done += 1
+            if time.perf_counter() - t0 > cap_s:
+                break
         sync(device)
-        return (time.perf_counter() - t0) / n
+        return (time.perf_counter() - t0) / done
 
     return run
 
 
-def calibrate(step: Callable, batches: list, device, target_s: float, cap: int) -> int:
-    """Steps per repeat so that one repeat lasts about target_s (at least 1, at most cap)."""
+def calibrate(step: Callable, batches: list, device, target_s: float, cap: int, floor: int = 1) -> int:
+    """Steps per repeat so that one repeat lasts about target_s (at least floor, at most cap)."""
     if target_s <= 0:
-        return max(1, min(cap, 1))
+        return max(1, min(cap, floor))
     n, elapsed = 1, 0.0
-    while elapsed < 0.05 and n < cap:
+    while elapsed < 0.02 and n < cap:
         elapsed = _steps_timer(step, batches, n, device)() * n
-        if elapsed < 0.05:
+        if elapsed < 0.02:
             n *= 4
-    per = elapsed / n
-    return int(max(1, min(cap, round(target_s / max(per, 1e-9)))))
+    per = min(_steps_timer(step, batches, n, device)() for _ in range(3))  # the least disturbed probe
+    return int(max(1, floor, min(cap, round(target_s / max(per, 1e-9)))))
 
 
 def step_pair(sizes: Sequence[int], batch_size: int, data: Data, budget: Budget, device="cpu") -> tuple[Pair, int]:
@@ -246,9 +257,10 @@ def step_pair(sizes: Sequence[int], batch_size: int, data: Data, budget: Budget,
     for k in MODELS:  # warm both up (allocator, kernels, lazy state) before calibrating
         for x, y in batches:
             steps[k](x, y)
-    n = calibrate(steps["manual"], batches, device, budget.step_repeat_s, budget.max_steps)
-    pair = interleave(_steps_timer(steps["manual"], batches, n, device),
-                      _steps_timer(steps["reference"], batches, n, device),
+    n = calibrate(steps["manual"], batches, device, budget.step_repeat_s, budget.max_steps, budget.min_steps)
+    cap = 4 * budget.step_repeat_s if budget.step_repeat_s > 0 else math.inf
+    pair = interleave(_steps_timer(steps["manual"], batches, n, device, cap),
+                      _steps_timer(steps["reference"], batches, n, device, cap),
                       budget.repeats, budget.warmup, ("manual", "reference"))
     return pair, n
 
@@ -362,6 +374,7 @@ def lightning_epoch(data: Data, batch_size: int, device: str, train_size: int | 
         with warnings.catch_warnings():  # no validation, hence no val/acc to monitor; tiny epochs log rarely
             warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning 2.6 on torch 2.14, every fit
             trainer.fit(module, datamodule=dm)
         bar = trainer.progress_bar_callback is not None
     return timer.seconds[0], timer.steps, bar
@@ -384,8 +397,39 @@ def plain_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tup
     return time.perf_counter() - t0, n
 
 
-def epoch_pair(data: Data, batch_size: int, budget: Budget, device: str = "cpu") -> tuple[Pair, int, bool]:
-    """Lightning epoch vs bare epoch, interleaved; each Lightning epoch is a fresh max_epochs=1 fit."""
+def floor_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tuple[float, int]:
+    """Lightning's own floor: the same epoch through a bare Trainer (no logger, no checkpointing, no
+    callbacks but the timer) and a LightningModule whose training_step only returns the cost.
+    Not a target: it shows how much of the project's overhead its own code could remove."""
+    import lightning as L
+
+    class Bare(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = make_model("manual", [784, 30, 10], seed=seed)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return self.net.loss(self.net(x), y, COST)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=LR)
+
+    dm = data.datamodule
+    dm.batch_size = batch_size
+    timer = _epoch_timer_callback(device)
+    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1, limit_val_batches=0,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer.fit(Bare(), datamodule=dm)
+    return timer.seconds[0], timer.steps
+
+
+def epoch_pair(data: Data, batch_size: int, budget: Budget, device: str = "cpu") -> tuple[Pair, int, bool, list[float]]:
+    """Lightning epoch vs bare epoch, interleaved; each Lightning epoch is a fresh max_epochs=1 fit.
+    Also times Lightning's floor (`floor_epoch`) in the same rounds; returns its times last."""
     info: dict[str, Any] = {}
 
     def a() -> float:
@@ -396,10 +440,15 @@ def epoch_pair(data: Data, batch_size: int, budget: Budget, device: str = "cpu")
         s, info["plain_steps"] = plain_epoch(data, batch_size, device)
         return s
 
-    pair = interleave(a, b, budget.epoch_repeats, budget.epoch_warmup, ("lightning", "plain"))
-    if info["steps"] != info["plain_steps"]:
-        raise RuntimeError(f"Lightning ran {info['steps']} steps but the bare loop {info['plain_steps']}")
-    return pair, info["steps"], info["bar"]
+    def c() -> float:
+        s, info["floor_steps"] = floor_epoch(data, batch_size, device)
+        return s
+
+    times = interleave_all({"lightning": a, "plain": b, "floor": c}, budget.epoch_repeats, budget.epoch_warmup)
+    if not info["steps"] == info["plain_steps"] == info["floor_steps"]:
+        raise RuntimeError(f"Lightning ran {info['steps']} steps, the bare loop {info['plain_steps']},"
+                           f" the bare Trainer {info['floor_steps']}")
+    return Pair("lightning", "plain", times["lightning"], times["plain"]), info["steps"], info["bar"], times["floor"]
 
 
 # ----------------------------------------------------------------------------- the textbook (Nielsen's network.py)
@@ -585,6 +634,43 @@ def loadavg() -> list[float]:
         return []
 
 
+class OtherLoad:
+    """How busy the machine was with *other* processes since the last `reset()`: the CPU time every
+    process used (/proc/stat) minus this process's own (getrusage), as a fraction of all cores.
+    0 is a quiet machine; 0.5 means other work took half of every core. -1 where /proc/stat is missing."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    @staticmethod
+    def _busy_s() -> float | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own_s() -> float:
+        import resource
+
+        u = resource.getrusage(resource.RUSAGE_SELF)
+        c = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return u.ru_utime + u.ru_stime + c.ru_utime + c.ru_stime
+
+    def reset(self) -> None:
+        self._t, self._busy, self._own = time.perf_counter(), self._busy_s(), self._own_s()
+
+    def share(self) -> float:
+        busy = self._busy_s()
+        wall = time.perf_counter() - self._t
+        if busy is None or self._busy is None or wall <= 0:
+            return -1.0
+        others = (busy - self._busy) - (self._own_s() - self._own)
+        return round(min(1.0, max(0.0, others / (wall * (os.cpu_count() or 1)))), 3)
+
+
 @dataclass
 class Target:
     label: str
@@ -642,6 +728,7 @@ def run(budget: Budget, device: str = "auto", log: Callable[[str], None] = lambd
     device = resolve_device(device)
     devices = ["cpu"] + (["cuda"] if device == "cuda" else [])
     load_before = loadavg()
+    whole_run, phase = OtherLoad(), OtherLoad()
     data = load_data(budget.epoch_train_size)
     log(f"data: {data.source} ({len(data.x)} training images)")
     r: dict[str, Any] = {}
@@ -650,10 +737,13 @@ def run(budget: Budget, device: str = "auto", log: Callable[[str], None] = lambd
     for dev in devices:
         r["manual_vs_reference_step"][dev], r["manual_vs_reference_step_raw"][dev] = {}, {}
         for name, (sizes, bs) in STEP_CONFIGS.items():
+            phase.reset()
             pair, n = step_pair(sizes, bs, data, budget, dev)
             r["manual_vs_reference_step"][dev][name] = pair.ratio
-            r["manual_vs_reference_step_raw"][dev][name] = {**pair.as_dict(), "steps_per_repeat": n}
-            log(f"step {dev} {name}: manual {pair.ratio:.3f} x reference (spread {pair.spread:.0%})")
+            r["manual_vs_reference_step_raw"][dev][name] = {**pair.as_dict(), "steps_per_repeat": n,
+                                                            "other_processes_cpu_share": phase.share()}
+            log(f"step {dev} {name}: manual {pair.ratio:.3f} x reference (spread {pair.spread:.0%},"
+                f" other processes {phase.share():.0%} of the CPUs)")
 
     r["manual_vs_reference_saved_bytes"], r["manual_vs_reference_saved_bytes_excl_params"] = {}, {}
     r["manual_vs_reference_saved_bytes_raw"] = {}
@@ -671,16 +761,25 @@ def run(budget: Budget, device: str = "auto", log: Callable[[str], None] = lambd
     for dev in devices:
         r["lightning_vs_plain_epoch"][dev], r["lightning_vs_plain_epoch_raw"][dev] = {}, {}
         for bs in budget.epoch_batch_sizes:
-            pair, steps, bar = epoch_pair(data, bs, budget, dev)
+            phase.reset()
+            pair, steps, bar, floor = epoch_pair(data, bs, budget, dev)
             overhead = (statistics.median(pair.a) - statistics.median(pair.b)) / steps * 1e6
+            floor_s = statistics.median(floor)
             r["lightning_vs_plain_epoch"][dev][f"b{bs}"] = pair.ratio
             r["lightning_vs_plain_epoch_raw"][dev][f"b{bs}"] = {
                 **pair.as_dict(), "steps_per_epoch": steps, "overhead_us_per_step": overhead,
                 "lightning_us_per_step": statistics.median(pair.a) / steps * 1e6,
-                "plain_us_per_step": statistics.median(pair.b) / steps * 1e6, "progress_bar": bar}
-            log(f"epoch {dev} b{bs}: lightning {pair.ratio:.3f} x bare loop, +{overhead:.0f} us/step")
+                "plain_us_per_step": statistics.median(pair.b) / steps * 1e6, "progress_bar": bar,
+                "floor_s": floor, "floor_median_s": floor_s, "floor_us_per_step": floor_s / steps * 1e6,
+                "floor_vs_plain": floor_s / statistics.median(pair.b),
+                "project_overhead_above_floor_us_per_step": (statistics.median(pair.a) - floor_s) / steps * 1e6,
+                "other_processes_cpu_share": phase.share()}
+            log(f"epoch {dev} b{bs}: lightning {pair.ratio:.3f} x bare loop, {overhead:+.0f} us/step"
+                f" (other processes {phase.share():.0%} of the CPUs)")
 
+    phase.reset()
     text = textbook_epoch_seconds(data, budget)
+    text["other_processes_cpu_share"] = phase.share()
     r["textbook_vs_project_epoch"] = {}
     for dev in devices:
         project = statistics.median(r["lightning_vs_plain_epoch_raw"][dev]["b10"]["lightning_s"])
@@ -695,7 +794,8 @@ def run(budget: Budget, device: str = "auto", log: Callable[[str], None] = lambd
 
     r["data"] = {"source": data.source, "synthetic": data.synthetic, "n_train": len(data.x),
                  "full_fashion_mnist": not data.synthetic and len(data.x) == 60_000}
-    r["machine"] = {**machine(devices), "loadavg_before": load_before, "loadavg_after": loadavg()}
+    r["machine"] = {**machine(devices), "loadavg_before": load_before, "loadavg_after": loadavg(),
+                    "other_processes_cpu_share": whole_run.share()}
     r["settings"] = {"tiny": budget.tiny, "repeats": budget.repeats, "warmup": budget.warmup,
                      "epoch_repeats": budget.epoch_repeats, "step_repeat_s": budget.step_repeat_s,
                      "textbook_batches": budget.textbook_batches, "lr": LR, "cost": COST,
@@ -722,7 +822,11 @@ def format_table(r: dict[str, Any]) -> str:
     verdict: dict[str, list[dict]] = {}
     for t in r["targets"]:
         verdict.setdefault(t["label"], []).append(t)
-    rows: list[tuple[str, ...]] = [("key", "config", "A", "B", "A/B", "target", "")]
+    rows: list[tuple[str, ...]] = [("key", "config", "A", "B", "A/B", "target", "", "others")]
+
+    def others(raw: dict) -> str:  # other processes' share of the CPUs while this row was measured
+        share = raw.get("other_processes_cpu_share", -1)
+        return "" if share < 0 else f"{share:.0%}"
 
     def target_cells(*labels: str) -> tuple[str, str]:
         ts = [t for lab in labels for t in verdict.get(lab, [])]
@@ -735,7 +839,8 @@ def format_table(r: dict[str, Any]) -> str:
             raw = r["manual_vs_reference_step_raw"][dev][name]
             labels = [f"manual_vs_reference_step {dev} {name}"] if dev == "cpu" else []
             rows.append((f"manual_vs_reference_step [{dev}]", name, "manual " + _fmt_s(raw["manual_median_s"]),
-                         "reference " + _fmt_s(raw["reference_median_s"]), f"{ratio:.3f}", *target_cells(*labels)))
+                         "reference " + _fmt_s(raw["reference_median_s"]), f"{ratio:.3f}", *target_cells(*labels),
+                         others(raw)))
     for key, variant in (("manual_vs_reference_saved_bytes", "dedup"),
                          ("manual_vs_reference_saved_bytes_excl_params", "dedup_excl_params")):
         for name, ratio in r[key].items():
@@ -752,20 +857,23 @@ def format_table(r: dict[str, Any]) -> str:
             raw = r["lightning_vs_plain_epoch_raw"][dev][bs]
             rows.append((f"lightning_vs_plain_epoch [{dev}]", f"784-30-10/{bs} ({raw['steps_per_epoch']} steps)",
                          "lightning " + _fmt_s(raw["lightning_median_s"]), "bare " + _fmt_s(raw["plain_median_s"]),
-                         f"{ratio:.3f}", *target_cells(f"lightning_vs_plain_epoch {dev} {bs}")))
-            rows.append(("  (overhead per step)", f"784-30-10/{bs}", f"{raw['lightning_us_per_step']:.1f} us",
-                         f"{raw['plain_us_per_step']:.1f} us", f"+{raw['overhead_us_per_step']:.1f} us", "", ""))
+                         f"{ratio:.3f}", *target_cells(f"lightning_vs_plain_epoch {dev} {bs}"), others(raw)))
+            rows.append(("  (per step: overhead)", f"784-30-10/{bs}", f"lightning {raw['lightning_us_per_step']:.1f} us",
+                         f"bare {raw['plain_us_per_step']:.1f} us", f"{raw['overhead_us_per_step']:+.1f} us", "", ""))
+            rows.append(("  (Lightning's floor)", f"784-30-10/{bs}", f"bare Trainer {raw['floor_us_per_step']:.1f} us",
+                         f"bare {raw['plain_us_per_step']:.1f} us", f"{raw['floor_vs_plain']:.3f}", "", ""))
     text = r["textbook_vs_project_epoch_raw"]
     for dev, ratio in r["textbook_vs_project_epoch"].items():
         rows.append((f"textbook_vs_project_epoch [{dev}]", "784-30-10/b10", "network.py " + _fmt_s(text["epoch_median_s"]),
                      "project " + _fmt_s(text["project_epoch_median_s"][dev]), f"{ratio:.2f}",
-                     *target_cells(f"textbook_vs_project_epoch {dev} b10")))
+                     *target_cells(f"textbook_vs_project_epoch {dev} b10"), others(text)))
     for name, e in r.get("cuda_throughput", {}).items():
         rows.append(("cuda samples/s", name, f"manual {e['manual']['samples_per_s']:,.0f}",
                      f"reference {e['reference']['samples_per_s']:,.0f}", f"{e['manual_over_reference_samples_per_s']:.3f}", "", ""))
         rows.append(("cuda peak memory", name, "manual " + _fmt_bytes(e["manual"]["peak_bytes"]),
                      "reference " + _fmt_bytes(e["reference"]["peak_bytes"]), f"{e['manual_over_reference_peak_bytes']:.3f}", "", ""))
 
+    rows = [row + ("",) * (len(rows[0]) - len(row)) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -775,6 +883,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"data: {d['source']} ({d['n_train']} training images)",
         f"machine: {m['cpu_count']} CPUs ({m['cpu_name']}), device {m['device_name']}, torch {m['torch_version']}, "
         f"{m['torch_num_threads']} threads, load average {m['loadavg_before']} before, {m['loadavg_after']} after",
+        f"noise: other processes used {m['other_processes_cpu_share']:.0%} of the CPUs during the run (column"
+        " 'others': during that row); above ~10% the times are disturbed, with 2 threads badly: rerun, or --threads 1",
         f"figures: {r['settings']['figure']}; {r['settings']['repeats']} step repeats, "
         f"{r['settings']['epoch_repeats']} epoch repeats{' (TINY: the figures mean nothing)' if r['settings']['tiny'] else ''}",
         "",
