@@ -88,7 +88,7 @@ def trained_run(tmp_path_factory) -> Path:
     [
         ("missing", ["does not exist"]),
         ("not a checkpoint", ["is not a readable checkpoint"]),
-        ("other architecture", ["model.hidden", "does not match" if False else "sizes="]),
+        ("other architecture", ["sizes=[784, 15, 10]", "sizes=[784, 30, 10]"]),
     ],
 )
 def test_bad_checkpoints_give_one_line(tmp_path, trained_run, case, fragments):
@@ -101,7 +101,7 @@ def test_bad_checkpoints_give_one_line(tmp_path, trained_run, case, fragments):
         ckpt = trained_run / "checkpoints" / "last.ckpt"
     overrides = ["model.hidden=[30]"] if case == "other architecture" else []
     result = run_script("train.py", *QUIET, *overrides, f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert_one_line_error(result, *[f for f in fragments if f != "model.hidden"])
+    assert_one_line_error(result, *fragments)
     evaluated = run_script("scripts/evaluate.py", f"ckpt_path={ckpt}", "data=mnist_subset", f"hydra.run.dir={tmp_path / 'eval'}")
     if case == "other architecture":
         assert evaluated.returncode == 0  # the checkpoint itself is fine
