@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="almost no work: checks that every key is written")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
                         help="cuda adds the GPU measurements to the CPU ones; auto: cuda when available")
-    parser.add_argument("--repeats", type=int, help="timed repeats per side of the step and textbook figures (default 15)")
+    parser.add_argument("--repeats", type=int,
+                        help="timed repeats per side of the step and textbook figures (default 15)")
     parser.add_argument("--epoch-repeats", type=int, help="timed Lightning/bare epoch pairs per batch size (default 5)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
     args = parser.parse_args(argv)
@@ -49,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    results = bench.run(budget, args.device, log=lambda s: print(f"[bench {time.perf_counter() - t0:5.1f} s] {s}", file=sys.stderr, flush=True))
+    def log(line: str) -> None:
+        print(f"[bench {time.perf_counter() - t0:5.1f} s] {line}", file=sys.stderr, flush=True)
+
+    results = bench.run(budget, args.device, log=log)
     print(bench.format_table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

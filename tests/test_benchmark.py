@@ -205,3 +205,34 @@ def test_pair_ratio_is_a_ratio_of_medians():
     p = bench.Pair("a", "b", a=[1.0, 2.0, 30.0], b=[1.0, 1.0, 1.0])
     assert p.ratio == 2.0 and p.paired_ratio == 2.0
     assert bench.interleave(lambda: 2.0, lambda: 4.0, 5, 1, ("x", "y")).ratio == 0.5
+
+
+def test_cuda_throughput_keys_and_arithmetic(monkeypatch):
+    """The CUDA measurement's logic, run on the CPU with the allocator statistics faked (no GPU here)."""
+    peaks = iter([5_000_000, 4_000_000, 9_000_000, 8_000_000])
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda dev=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda dev=None: 1_000_000)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda dev=None: next(peaks))
+    x, y = torch.rand(40, 784), torch.randint(0, 10, (40,))
+    data = bench.Data(x, y, "test", True)
+    budget = bench.Budget(repeats=1, warmup=0, cuda_repeat_steps=1)
+    out = bench.cuda_throughput(data, budget, device="cpu")
+    assert set(out) == set(bench.CUDA_CONFIGS)
+    first = out["784-100-10/b1000"]
+    assert first["manual"]["peak_bytes"] == 5_000_000 and first["reference"]["peak_bytes"] == 4_000_000
+    assert first["manual"]["peak_above_resident_bytes"] == 4_000_000
+    assert first["manual_over_reference_peak_bytes"] == 1.25
+    assert all(is_positive_number(v) for _, v in leaves(out))
+
+
+def test_without_fashion_mnist_the_data_is_synthetic_and_says_so(monkeypatch):
+    from backprop_lab.data import FashionMNISTDataModule
+
+    monkeypatch.setattr(FashionMNISTDataModule, "_locate", lambda self: None)  # as if not installed
+    data = bench.load_data(train_size=200)
+    assert data.synthetic and "synthetic" in data.source
+    assert data.x.shape == (200, 784) and data.x.dtype == torch.float32 and 0 <= data.x.min() and data.x.max() <= 1
+    assert data.datamodule.train_x is data.x  # the Lightning epochs read the same tensors
+    full = bench.load_data()
+    assert len(full.x) == 60_000

@@ -153,7 +153,8 @@ class Data:
     synthetic: bool
     datamodule: Any = None  # the project's data module that holds them (None: synthetic)
 
-    def batches(self, batch_size: int, n: int, device: torch.device | str = "cpu", seed: int = 0) -> list[tuple[Tensor, Tensor]]:
+    def batches(self, batch_size: int, n: int, device: torch.device | str = "cpu",
+                seed: int = 0) -> list[tuple[Tensor, Tensor]]:
         """n distinct random batches, gathered (copied) like InMemoryLoader does, on `device`."""
         g = torch.Generator().manual_seed(seed)
         out = []
@@ -180,7 +181,8 @@ def load_data(train_size: int | None = None) -> Data:
     try:
         dm = FashionMNISTDataModule(val_size=0, test_size=100, train_size=train_size, download=False)
         dm.setup("fit")
-        what = "the full Fashion-MNIST training set" if train_size is None else f"{len(dm.train_y)} Fashion-MNIST training images"
+        what = ("the full Fashion-MNIST training set" if train_size is None
+                else f"{len(dm.train_y)} Fashion-MNIST training images")
         return Data(dm.train_x, dm.train_y, f"{dm.source}: {what}", False, dm)
     except DataError:
         pass
@@ -192,8 +194,8 @@ def load_data(train_size: int | None = None) -> Data:
 
     dm = SyntheticDataModule(val_size=0, train_size=train_size)
     dm.setup("fit")
-    return Data(dm.train_x, dm.train_y, "synthetic: 60,000 random uint8 images, random labels (Fashion-MNIST not installed)",
-                True, dm)
+    what = "synthetic: 60,000 random uint8 images, random labels (Fashion-MNIST not installed)"
+    return Data(dm.train_x, dm.train_y, what if train_size is None else f"{what}, {len(dm.train_y)} of them", True, dm)
 
 
 # ----------------------------------------------------------------------------- one training step
@@ -350,7 +352,8 @@ def _epoch_timer_callback(device):
     return EpochTimer()
 
 
-def lightning_epoch(data: Data, batch_size: int, device: str, train_size: int | None, seed: int = 42) -> tuple[float, int, bool]:
+def lightning_epoch(data: Data, batch_size: int, device: str, train_size: int | None,
+                    seed: int = 42) -> tuple[float, int, bool]:
     """One epoch through the project's path: `build_module` + `build_trainer` (default callbacks, TensorBoard
     logging, checkpointing) + `trainer.fit` with the data module, as `train(cfg)` does; only the training
     epoch is timed. Returns (seconds, steps, progress bar shown)."""
@@ -565,9 +568,10 @@ def textbook_epoch_seconds(data: Data, budget: Budget, batch_size: int = 10, eta
 # ----------------------------------------------------------------------------- CUDA
 
 
-def cuda_throughput(data: Data, budget: Budget) -> dict[str, Any]:
-    """Samples/s (interleaved manual/reference, medians) and peak memory per model at batch 1000."""
-    dev = torch.device("cuda")
+def cuda_throughput(data: Data, budget: Budget, device: str = "cuda") -> dict[str, Any]:
+    """Samples/s (interleaved manual/reference, medians) and peak memory (`torch.cuda.max_memory_allocated`,
+    reset before each model's steps) per model at batch 1000. `device` is for tests only."""
+    dev = torch.device(device)
     out: dict[str, Any] = {}
     for name, (sizes, bs) in CUDA_CONFIGS.items():
         batches = data.batches(bs, 4, dev)
@@ -588,8 +592,9 @@ def cuda_throughput(data: Data, budget: Budget) -> dict[str, Any]:
             peak = torch.cuda.max_memory_allocated(dev)
             entry[k] = {"samples_per_s": bs / statistics.median(times), "peak_bytes": peak,
                         "peak_above_resident_bytes": max(peak - base, 1)}
-        entry["manual_over_reference_samples_per_s"] = entry["manual"]["samples_per_s"] / entry["reference"]["samples_per_s"]
-        entry["manual_over_reference_peak_bytes"] = entry["manual"]["peak_bytes"] / entry["reference"]["peak_bytes"]
+        m, ref = entry["manual"], entry["reference"]
+        entry["manual_over_reference_samples_per_s"] = m["samples_per_s"] / ref["samples_per_s"]
+        entry["manual_over_reference_peak_bytes"] = m["peak_bytes"] / ref["peak_bytes"]
         out[name] = entry
     return out
 
@@ -750,8 +755,8 @@ def run(budget: Budget, device: str = "auto", log: Callable[[str], None] = lambd
     for name, (sizes, bs) in STEP_CONFIGS.items():
         x, y = data.batches(bs, 1)[0]
         counts = {k: saved_bytes(make_model(k, sizes), x, y) for k in MODELS}
-        raw = {**counts, "ratios": {v: counts["manual"][v] / counts["reference"][v]
-                                    for v in ("naive", "dedup", "dedup_excl_params", "dedup_activations", "naive_excl_params")}}
+        variants = ("naive", "dedup", "dedup_excl_params", "dedup_activations", "naive_excl_params")
+        raw = {**counts, "ratios": {v: counts["manual"][v] / counts["reference"][v] for v in variants}}
         r["manual_vs_reference_saved_bytes"][name] = raw["ratios"]["dedup"]
         r["manual_vs_reference_saved_bytes_excl_params"][name] = raw["ratios"]["dedup_excl_params"]
         r["manual_vs_reference_saved_bytes_raw"][name] = raw
@@ -858,20 +863,24 @@ def format_table(r: dict[str, Any]) -> str:
             rows.append((f"lightning_vs_plain_epoch [{dev}]", f"784-30-10/{bs} ({raw['steps_per_epoch']} steps)",
                          "lightning " + _fmt_s(raw["lightning_median_s"]), "bare " + _fmt_s(raw["plain_median_s"]),
                          f"{ratio:.3f}", *target_cells(f"lightning_vs_plain_epoch {dev} {bs}"), others(raw)))
-            rows.append(("  (per step: overhead)", f"784-30-10/{bs}", f"lightning {raw['lightning_us_per_step']:.1f} us",
-                         f"bare {raw['plain_us_per_step']:.1f} us", f"{raw['overhead_us_per_step']:+.1f} us", "", ""))
+            rows.append(("  (per step: overhead)", f"784-30-10/{bs}",
+                         f"lightning {raw['lightning_us_per_step']:.1f} us", f"bare {raw['plain_us_per_step']:.1f} us",
+                         f"{raw['overhead_us_per_step']:+.1f} us", "", ""))
             rows.append(("  (Lightning's floor)", f"784-30-10/{bs}", f"bare Trainer {raw['floor_us_per_step']:.1f} us",
                          f"bare {raw['plain_us_per_step']:.1f} us", f"{raw['floor_vs_plain']:.3f}", "", ""))
     text = r["textbook_vs_project_epoch_raw"]
     for dev, ratio in r["textbook_vs_project_epoch"].items():
-        rows.append((f"textbook_vs_project_epoch [{dev}]", "784-30-10/b10", "network.py " + _fmt_s(text["epoch_median_s"]),
+        rows.append((f"textbook_vs_project_epoch [{dev}]", "784-30-10/b10",
+                     "network.py " + _fmt_s(text["epoch_median_s"]),
                      "project " + _fmt_s(text["project_epoch_median_s"][dev]), f"{ratio:.2f}",
                      *target_cells(f"textbook_vs_project_epoch {dev} b10"), others(text)))
     for name, e in r.get("cuda_throughput", {}).items():
         rows.append(("cuda samples/s", name, f"manual {e['manual']['samples_per_s']:,.0f}",
-                     f"reference {e['reference']['samples_per_s']:,.0f}", f"{e['manual_over_reference_samples_per_s']:.3f}", "", ""))
+                     f"reference {e['reference']['samples_per_s']:,.0f}",
+                     f"{e['manual_over_reference_samples_per_s']:.3f}", "", ""))
         rows.append(("cuda peak memory", name, "manual " + _fmt_bytes(e["manual"]["peak_bytes"]),
-                     "reference " + _fmt_bytes(e["reference"]["peak_bytes"]), f"{e['manual_over_reference_peak_bytes']:.3f}", "", ""))
+                     "reference " + _fmt_bytes(e["reference"]["peak_bytes"]),
+                     f"{e['manual_over_reference_peak_bytes']:.3f}", "", ""))
 
     rows = [row + ("",) * (len(rows[0]) - len(row)) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -886,7 +895,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"noise: other processes used {m['other_processes_cpu_share']:.0%} of the CPUs during the run (column"
         " 'others': during that row); above ~10% the times are disturbed, with 2 threads badly: rerun, or --threads 1",
         f"figures: {r['settings']['figure']}; {r['settings']['repeats']} step repeats, "
-        f"{r['settings']['epoch_repeats']} epoch repeats{' (TINY: the figures mean nothing)' if r['settings']['tiny'] else ''}",
+        f"{r['settings']['epoch_repeats']} epoch repeats"
+        + (" (TINY: the figures mean nothing)" if r["settings"]["tiny"] else ""),
         "",
     ]
     tail = ["", f"targets met: {passed} of {len(r['targets'])}   ({r['elapsed_s']:.0f} s)"]
