@@ -20,6 +20,7 @@ from hydra.types import RunMode
 
 from backprop_lab import paths  # noqa: F401  (registers the resolvers conf/ uses)
 from backprop_lab.errors import ConfigError, DataError, Interrupted, TrainingStopped, one_line
+from backprop_lab.paths import write_metrics
 
 log = logging.getLogger("backprop_lab")
 KNOWN = (ConfigError, DataError, TrainingStopped)
@@ -58,8 +59,7 @@ def _record_failure(cfg: Any, message: str) -> None:
     path = out / "metrics.json"
     metrics = json.loads(path.read_text()) if path.exists() else {}
     metrics["status"] = f"failed: {message}"
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(out, metrics)
 
 
 def _log_to_files(message: str) -> None:
@@ -95,19 +95,16 @@ def hydra_entry(main: Callable[[], Any]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let them reach us instead of Hydra's multi-line report
     try:
         main()
-    except MissingConfigException as e:
+    except (MissingConfigException, OverrideParseException, ConfigCompositionException) as e:
         if verbose():
             raise
-        missing = e.missing_cfg_file or ""
-        if "/" in missing and e.options:
-            group, option = missing.rsplit("/", 1)
-            fail(f"{group}={option} is not an option ({group}= one of: {', '.join(sorted(e.options))})")
-        fail(one_line(e))
-    except OverrideParseException as e:
-        if verbose():
-            raise
-        fail(f"cannot parse the override {e.override!r}: {one_line(e)}")
-    except ConfigCompositionException as e:
-        if verbose():
-            raise
-        fail(one_line(e))
+        fail(_hydra_message(e))
+
+
+def _hydra_message(e: Exception) -> str:
+    if isinstance(e, MissingConfigException) and "/" in (e.missing_cfg_file or "") and e.options:
+        group, option = e.missing_cfg_file.rsplit("/", 1)
+        return f"{group}={option} is not an option ({group}= one of: {', '.join(sorted(e.options))})"
+    if isinstance(e, OverrideParseException):
+        return f"cannot parse the override {e.override!r}: {one_line(e)}"
+    return one_line(e)

@@ -11,7 +11,6 @@ from typing import Any
 
 import hydra.utils
 import lightning as L
-import torch
 from torch import Tensor
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy

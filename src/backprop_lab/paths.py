@@ -5,7 +5,9 @@ Registered on import; the entry points import this (through cli) before Hydra co
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -36,3 +38,11 @@ def run_dir(ckpt_path: str | None, default: str) -> str:
 
 if not OmegaConf.has_resolver("run_dir"):
     OmegaConf.register_new_resolver("run_dir", run_dir)
+
+
+def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
+    """metrics.json, written to a temporary file and renamed so a reader never sees half of it."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(out / "metrics.json")

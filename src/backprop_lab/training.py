@@ -29,6 +29,7 @@ from backprop_lab.cli import is_multirun
 from backprop_lab.errors import Interrupted, TrainingStopped
 from backprop_lab.evaluation import check_resume, load_checkpoint
 from backprop_lab.lit_module import LitMLP
+from backprop_lab.paths import write_metrics
 from backprop_lab.visuals import LayerGradients, Pictures
 
 log = logging.getLogger("backprop_lab")
@@ -185,10 +186,3 @@ def _interrupted(interrupt: GracefulInterrupt) -> Interrupted:
 def _scalars(trainer: L.Trainer, keys: tuple[str, ...]) -> dict[str, float]:
     m = trainer.callback_metrics
     return {k: round(float(m[k]), 6) for k in keys if k in m}
-
-
-def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(out / "metrics.json")
