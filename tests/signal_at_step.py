@@ -1,4 +1,4 @@
-"""Test scaffolding: run train.py and send this very process SIGNAL after global step STEP.
+"""Test scaffolding: run train.py and send this very process SIGNAL during global step STEP.
 
     python tests/signal_at_step.py SIGTERM 7 [train.py overrides...]
 
@@ -19,7 +19,7 @@ SIGNAL, STEP = getattr(signal, sys.argv.pop(1)), int(sys.argv.pop(1))
 
 
 class SendSignal(L.Callback):
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # inside a block of steps
         if trainer.global_step == STEP:
             os.kill(os.getpid(), SIGNAL)
 

@@ -137,15 +137,17 @@ def _final(run: Path) -> tuple[dict, dict]:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> tuple[dict, dict]:
     run = tmp_path_factory.mktemp("alone")
-    result = run_script("train.py", *QUIET, "trainer.max_epochs=2", "trainer.deterministic=true", f"hydra.run.dir={run}")
+    result = run_script("train.py", *QUIET, "trainer.max_epochs=2", "trainer.deterministic=true", "data.block_size=50",
+                        f"hydra.run.dir={run}")
     assert result.returncode == 0, result.stderr[-2000:]
     return _final(run)
 
 
-@pytest.mark.parametrize("sig,step,code", [("SIGTERM", 37, 143), ("SIGINT", 12, 130)])
-def test_interrupted_run_resumes_to_exactly_the_same_result(tmp_path, uninterrupted, sig, step, code):
-    overrides = [*QUIET, "trainer.max_epochs=2", "trainer.deterministic=true"]
-    stopped = run_script("tests/signal_at_step.py", sig, str(step), *overrides, f"hydra.run.dir={tmp_path}")
+@pytest.mark.parametrize("sig,during,step,code", [("SIGTERM", 37, 40, 143), ("SIGINT", 12, 15, 130)])
+def test_interrupted_run_resumes_to_exactly_the_same_result(tmp_path, uninterrupted, sig, during, step, code):
+    """A signal during step `during` stops the run at the end of its block of 5 steps (`step`), inside an epoch."""
+    overrides = [*QUIET, "trainer.max_epochs=2", "trainer.deterministic=true", "data.block_size=50"]
+    stopped = run_script("tests/signal_at_step.py", sig, str(during), *overrides, f"hydra.run.dir={tmp_path}")
     line = assert_one_line_error(stopped, f"interrupted by {sig} at step {step}", "resume with: python train.py", code=code)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["stopped_at_step"] == step

@@ -207,13 +207,19 @@ def make_model(kind: str, sizes: Sequence[int], device: torch.device | str = "cp
     return MODELS[kind](list(sizes), "sigmoid", "softmax").to(device)
 
 
-def make_step(model: nn.Module, lr: float = LR) -> Callable[[Tensor, Tensor], Tensor]:
-    """One training step: forward, cost, backward, optimizer.step (torch.optim.SGD), zero_grad."""
+def make_step(model: nn.Module, lr: float = LR, autograd: bool = False) -> Callable[[Tensor, Tensor], Tensor]:
+    """One training step as `LitMLP` runs it on one device: `model.backprop` (forward, cost, backward:
+    the hand-written pass without a graph for ManualMLP, autograd for ReferenceMLP), then
+    torch.optim.SGD's step and zero_grad. `autograd=True`: `loss(model(x)).backward()` instead
+    (for ManualMLP, the autograd Function path that DDP uses)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
 
     def step(x: Tensor, y: Tensor) -> Tensor:
-        C = model.loss(model(x), y, COST)
-        C.backward()
+        if autograd:
+            C = model.loss(model(x), y, COST)
+            C.backward()
+        else:
+            C, _ = model.backprop(x, y, COST)
         opt.step()
         opt.zero_grad()
         return C
@@ -252,19 +258,20 @@ def calibrate(step: Callable, batches: list, device, target_s: float, cap: int, 
     return int(max(1, floor, min(cap, round(target_s / max(per, 1e-9)))))
 
 
-def step_pair(sizes: Sequence[int], batch_size: int, data: Data, budget: Budget, device="cpu") -> tuple[Pair, int]:
-    """Seconds per training step, manual vs reference, interleaved; returns the pair and steps per repeat."""
+def step_pair(sizes: Sequence[int], batch_size: int, data: Data, budget: Budget, device="cpu") -> tuple[Pair, int, list[float]]:
+    """Seconds per training step, manual vs reference, interleaved; returns the pair, the steps per
+    repeat, and the manual model's autograd-Function path timed in the same rounds."""
     batches = data.batches(batch_size, budget.pool, device)
     steps = {k: make_step(make_model(k, sizes, device)) for k in MODELS}
-    for k in MODELS:  # warm both up (allocator, kernels, lazy state) before calibrating
+    steps["manual_function"] = make_step(make_model("manual", sizes, device), autograd=True)
+    for k in steps:  # warm each up (allocator, kernels, lazy state) before calibrating
         for x, y in batches:
             steps[k](x, y)
     n = calibrate(steps["manual"], batches, device, budget.step_repeat_s, budget.max_steps, budget.min_steps)
     cap = 4 * budget.step_repeat_s if budget.step_repeat_s > 0 else math.inf
-    pair = interleave(_steps_timer(steps["manual"], batches, n, device, cap),
-                      _steps_timer(steps["reference"], batches, n, device, cap),
-                      budget.repeats, budget.warmup, ("manual", "reference"))
-    return pair, n
+    times = interleave_all({k: _steps_timer(f, batches, n, device, cap) for k, f in steps.items()},
+                           budget.repeats, budget.warmup)
+    return Pair("manual", "reference", times["manual"], times["reference"]), n, times["manual_function"]
 
 
 # ----------------------------------------------------------------------------- saved tensors
@@ -384,7 +391,8 @@ def lightning_epoch(data: Data, batch_size: int, device: str, train_size: int | 
 
 
 def plain_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tuple[float, int]:
-    """The same epoch as a bare loop: ManualMLP 784-30-10, SGD(lr=0.5), the same InMemoryLoader batches."""
+    """The same epoch as a bare loop: ManualMLP 784-30-10, SGD(lr=0.5), the same InMemoryLoader batches,
+    and the same step as LitMLP's (`make_step`: `backprop`, optimizer step, zero_grad)."""
     from backprop_lab.data import InMemoryLoader
 
     x, y = data.datamodule.train_x.to(device), data.datamodule.train_y.to(device)
@@ -401,9 +409,10 @@ def plain_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tup
 
 
 def floor_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tuple[float, int]:
-    """Lightning's own floor: the same epoch through a bare Trainer (no logger, no checkpointing, no
-    callbacks but the timer) and a LightningModule whose training_step only returns the cost.
-    Not a target: it shows how much of the project's overhead its own code could remove."""
+    """Lightning's own floor per training_step: the same epoch through a bare Trainer (no logger, no
+    checkpointing, no callbacks but the timer), automatic optimization, one mini-batch per
+    training_step whose only work is the cost. Not a target: it shows what Lightning costs per call,
+    which the project pays once per block of mini-batches instead (data.block_size)."""
     import lightning as L
 
     class Bare(L.LightningModule):
@@ -419,7 +428,7 @@ def floor_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tup
             return torch.optim.SGD(self.parameters(), lr=LR)
 
     dm = data.datamodule
-    dm.batch_size = batch_size
+    dm.batch_size, block_size, dm.block_size = batch_size, dm.block_size, None  # one mini-batch per training_step
     timer = _epoch_timer_callback(device)
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1, limit_val_batches=0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -427,6 +436,7 @@ def floor_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tup
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         trainer.fit(Bare(), datamodule=dm)
+    dm.block_size = block_size
     return timer.seconds[0], timer.steps
 
 
@@ -743,10 +753,11 @@ def run(budget: Budget, device: str = "auto", log: Callable[[str], None] = lambd
         r["manual_vs_reference_step"][dev], r["manual_vs_reference_step_raw"][dev] = {}, {}
         for name, (sizes, bs) in STEP_CONFIGS.items():
             phase.reset()
-            pair, n = step_pair(sizes, bs, data, budget, dev)
+            pair, n, function = step_pair(sizes, bs, data, budget, dev)
             r["manual_vs_reference_step"][dev][name] = pair.ratio
-            r["manual_vs_reference_step_raw"][dev][name] = {**pair.as_dict(), "steps_per_repeat": n,
-                                                            "other_processes_cpu_share": phase.share()}
+            r["manual_vs_reference_step_raw"][dev][name] = {
+                **pair.as_dict(), "steps_per_repeat": n, "other_processes_cpu_share": phase.share(),
+                "manual_function_s": function, "manual_function_vs_reference": statistics.median(function) / statistics.median(pair.b)}
             log(f"step {dev} {name}: manual {pair.ratio:.3f} x reference (spread {pair.spread:.0%},"
                 f" other processes {phase.share():.0%} of the CPUs)")
 

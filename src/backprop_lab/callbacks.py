@@ -64,13 +64,16 @@ class EpochHistory(L.Callback):
 
 
 class DivergenceGuard(L.Callback):
-    """Stops training at the first step whose loss is NaN, infinite, or `loss_factor` times its first value.
+    """Stops training at the first step whose loss or gradient is NaN or infinite, or whose loss is
+    `loss_factor` times its first value.
 
     Bounded activations and the stable costs keep a wildly unstable run finite (sigmoid with
-    lr=1000 swings at a loss of ~1,000 instead of ~2), hence the factor. The check stays on the
-    device and is read back every `check_every_n_steps` steps (every step on CPU, where reading is
-    free), so a GPU run has no per-step host synchronisation; the step reported is always the
-    first bad one. Checkpoints are never written after it (see on_save_checkpoint).
+    lr=1000 swings at a loss of ~1,000 instead of ~2), hence the factor. It reads the per-step
+    losses that `LitMLP.training_step` returns for its block and the gradient norms it records in
+    `on_before_optimizer_step` (before the update that would spread a NaN into the weights). The
+    check stays on the device and is read back every `check_every_n_steps` steps (every block on
+    CPU, where reading is free), so a GPU run has no per-step host synchronisation; the step
+    reported is always the first bad one. Checkpoints are never written after it.
     """
 
     def __init__(self, last_ckpt_path: str, check_every_n_steps: int = 50, loss_factor: float | None = 100.0) -> None:
@@ -79,22 +82,40 @@ class DivergenceGuard(L.Callback):
         self.loss_factor = loss_factor
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._first_bad = torch.tensor(-1, device=pl_module.device)  # global step of the first bad loss
+        self._first_bad = torch.tensor(-1, device=pl_module.device)  # global step of the first bad loss or gradient
         self._bad_loss = torch.tensor(0.0, device=pl_module.device)
+        self._bad_grad = torch.tensor(False, device=pl_module.device)
         self._limit: torch.Tensor | None = None
+        self._norms: list[torch.Tensor] = []  # per-parameter gradient norms of the steps of this block
+        self._last_check = trainer.global_step
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            self._norms.extend(torch._foreach_norm(grads))  # one kernel launch; read at the block's end
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        norms, self._norms = self._norms, []
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None:
             return
-        loss = loss.detach().float()
+        loss = loss.detach().float().reshape(-1)  # (k,) one per step of the block
+        k = len(loss)
+        first = outputs.get("first_step", trainer.global_step - k) if isinstance(outputs, dict) else trainer.global_step - k
         if self._limit is None:
-            self._limit = loss.abs() * self.loss_factor if self.loss_factor else torch.tensor(float("inf"), device=loss.device)
-        bad = (~torch.isfinite(loss) | (loss.abs() > self._limit)) & (self._first_bad < 0)
-        step = trainer.global_step - 1  # the step that produced this loss
-        self._first_bad = torch.where(bad, torch.full_like(self._first_bad, step), self._first_bad)
-        self._bad_loss = torch.where(bad, loss, self._bad_loss)
-        if pl_module.device.type == "cpu" or trainer.global_step % self.check_every_n_steps == 0:
+            self._limit = loss[0].abs() * self.loss_factor if self.loss_factor else torch.tensor(float("inf"), device=loss.device)
+        bad = ~torch.isfinite(loss) | (loss.abs() > self._limit)  # (k,)
+        bad_grad = torch.zeros_like(bad)
+        if norms and len(norms) % k == 0:
+            bad_grad = ~torch.isfinite(torch.stack(norms).view(k, -1)).all(dim=1)  # (k,)
+            bad = bad | bad_grad
+        i = torch.argmax(bad.to(torch.uint8))  # the first bad step of the block (0 when none)
+        new = bad.any() & (self._first_bad < 0)
+        self._first_bad = torch.where(new, i + first, self._first_bad)
+        self._bad_loss = torch.where(new, loss[i], self._bad_loss)
+        self._bad_grad = torch.where(new, bad_grad[i], self._bad_grad)
+        if pl_module.device.type == "cpu" or trainer.global_step - self._last_check >= self.check_every_n_steps:
+            self._last_check = trainer.global_step
             self.check(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -108,10 +129,15 @@ class DivergenceGuard(L.Callback):
         if step < 0:
             return
         loss = float(self._bad_loss)
-        what = f"became {loss}" if not math.isfinite(loss) else f"exploded to {loss:.4g} (over {self.loss_factor:g}x its first value)"
+        if not math.isfinite(loss):
+            what = f"the loss became {loss}"
+        elif bool(self._bad_grad):
+            what = "a gradient became NaN or infinite"
+        else:
+            what = f"the loss exploded to {loss:.4g} (over {self.loss_factor:g}x its first value)"
         kept = f"the last good checkpoint is {self.last_ckpt_path}" if self.last_ckpt_path.is_file() else "no checkpoint had been saved yet"
         raise Diverged(
-            f"training diverged: the loss {what} at step {step} (epoch {trainer.current_epoch + 1}); {kept} "
+            f"training diverged: {what} at step {step} (epoch {trainer.current_epoch + 1}); {kept} "
             "(lower optimizer.lr, set trainer.gradient_clip_val=1.0, or try model.init=scaled)",
             status="diverged",
             step=step,

@@ -12,8 +12,9 @@ Base case, delta^L = dC/dz^L = dC/da^L * f_out'(z^L):
     cross_entropy  delta^L = (a^L - y) / n for both softmax and sigmoid outputs: f_out' cancels
                    the 1/a (and 1/(1-a)) of dC/da^L exactly, so the fused form is used.
 
-`manual_cost` computes C and delta^L by hand (`ManualCost`); `reference_cost` is the same C in
-plain torch ops, differentiated by autograd.
+`base_case` computes C and delta^L together, by hand: `ManualCost` wraps it for autograd (its
+backward only hands out the delta^L of the forward), `ManualMLP.backprop` calls it directly.
+`reference_cost` is the same C in plain torch ops, differentiated by autograd.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.amp import custom_bwd, custom_fwd
 from torch.autograd.function import once_differentiable
 
 from backprop_lab import activations
@@ -42,39 +42,42 @@ def check(cost: str, output: str) -> None:
 
 
 def one_hot(y: Tensor, n_out: int, dtype: torch.dtype) -> Tensor:
-    return F.one_hot(y, n_out).to(dtype)  # (B, n_L)
+    """Y with Y[i, y_i] = 1: the desired output y(x) of each input as a vector."""
+    return torch.zeros(len(y), n_out, dtype=dtype, device=y.device).scatter_(1, y.unsqueeze(1), 1)  # (B, n_L)
+
+
+def base_case(z: Tensor, y: Tensor, cost: str, output: str) -> tuple[Tensor, Tensor]:
+    """(C, delta^L): the mean cost over the n rows of z^L, and delta^L = dC/dz^L, both by hand."""
+    n = z.shape[0]
+    Y = one_hot(y, z.shape[1], z.dtype)  # (B, n_L)
+    if cost == "mse":
+        a = activations.output(z, output)  # (B, n_L) a^L
+        C = (Y - a).pow(2).sum() / n
+        dC_da = 2 * (a - Y) / n  # (B, n_L) dC/da^L
+        delta = activations.output_vjp(dC_da, a, output)  # (B, n_L) * f_out'(z^L)
+    elif output == "softmax":
+        log_a = torch.log_softmax(z, dim=1)  # (B, n_L) ln a^L, stable for saturated outputs
+        C = F.nll_loss(log_a, y)  # -(1/n) sum_x ln a^L_y(x)
+        delta = log_a.exp_().sub_(Y).div_(n)  # (B, n_L) fused: dC/da^L * f_out'(z^L) = (a^L - y)/n
+    else:  # sigmoid cross-entropy: -[y ln s(z) + (1-y) ln(1-s(z))] = softplus(z) - y z
+        C = (F.softplus(z) - Y * z).sum() / n
+        delta = torch.sigmoid(z).sub_(Y).div_(n)  # (B, n_L) fused, as for softmax
+    return C, delta
 
 
 class ManualCost(torch.autograd.Function):
-    """C from z^L in forward; delta^L = dC/dz^L in backward, without autograd."""
+    """C from z^L; its backward hands out delta^L, computed (and saved) in the forward without autograd."""
 
     @staticmethod
-    @custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, z: Tensor, y: Tensor, cost: str, output: str) -> Tensor:
-        n = z.shape[0]
-        Y = one_hot(y, z.shape[1], z.dtype)  # (B, n_L)
-        a = activations.output(z, output)  # (B, n_L) a^L
-        if cost == "mse":
-            C = (Y - a).pow(2).sum() / n
-        elif output == "softmax":
-            C = -(torch.log_softmax(z, dim=1) * Y).sum() / n
-        else:  # sigmoid cross-entropy: -[y ln s(z) + (1-y) ln(1-s(z))] = softplus(z) - y z
-            C = (F.softplus(z) - Y * z).sum() / n
-        ctx.save_for_backward(a, Y)
-        ctx.cost, ctx.output = cost, output
+        C, delta = base_case(z, y, cost, output)
+        ctx.save_for_backward(delta)  # (B, n_L): all the backward needs
         return C
 
     @staticmethod
     @once_differentiable
-    @custom_bwd(device_type="cuda")
     def backward(ctx, dC: Tensor):
-        a, Y = ctx.saved_tensors
-        n = a.shape[0]
-        if ctx.cost == "cross_entropy":
-            delta = (a - Y) / n  # (B, n_L) fused: dC/da^L * f_out'(z^L)
-        else:
-            dC_da = 2 * (a - Y) / n  # (B, n_L) dC/da^L
-            delta = activations.output_vjp(dC_da, a, ctx.output)  # (B, n_L) * f_out'(z^L)
+        (delta,) = ctx.saved_tensors
         return dC * delta, None, None, None
 
 

@@ -19,7 +19,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import lightning as L
 import numpy as np
@@ -49,6 +49,16 @@ class DataFallbackWarning(UserWarning):
     """Full MNIST was unavailable, so the 5,000-digit subset is used instead."""
 
 
+class Block(NamedTuple):
+    """k consecutive mini-batches of B examples served as one item: x (k, B, ...), y (k, B).
+
+    LitMLP.training_step runs one optimizer step per mini-batch, so Lightning's per-call work is
+    paid once per block instead of once per step."""
+
+    x: Tensor
+    y: Tensor
+
+
 class InMemoryLoader:
     """Mini-batches `(x[idx], y[idx])` of in-memory tensors, idx running through a fixed order.
 
@@ -60,18 +70,23 @@ class InMemoryLoader:
     number of steps. It has `set_epoch` and `sampler` (itself), so Lightning's fit loop sets the
     epoch, and `state_dict`/`load_state_dict` for resuming in the middle of an epoch. Iterating
     again without `set_epoch` repeats the same order (like DistributedSampler).
+
+    With `block=k` it yields `Block`s of k consecutive mini-batches (the same batches in the same
+    order; a last partial batch comes alone), and its length counts blocks. Positions (`state_dict`,
+    `skip_next`) always count mini-batches, so a run may resume with another block size.
     """
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1, pad: bool = False) -> None:
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1, pad: bool = False,
+                 block: int | None = None) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
-        if batch_size < 1 or not 0 <= rank < world_size or seed < 0:
-            raise ValueError(f"need batch_size >= 1, 0 <= rank < world_size and seed >= 0,"
-                             f" got batch_size={batch_size}, rank={rank}, world_size={world_size}, seed={seed}")
+        if batch_size < 1 or not 0 <= rank < world_size or seed < 0 or (block is not None and block < 1):
+            raise ValueError(f"need batch_size >= 1, 0 <= rank < world_size, seed >= 0 and block >= 1, got batch_size="
+                             f"{batch_size}, rank={rank}, world_size={world_size}, seed={seed}, block={block}")
         self.x, self.y = x, y  # (N, 784), (N,)
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
-        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.rank, self.world_size, self.pad, self.block = rank, world_size, pad, block
         self.epoch = 0
         self._skip = 0  # batches to skip at the start of the next iteration (resume)
         self._yielded = 0  # batches handed out so far in this epoch
@@ -104,24 +119,44 @@ class InMemoryLoader:
             order = order[self.rank :: self.world_size]
         return torch.from_numpy(order).to(self.x.device)  # (num_samples,) int64, one copy per epoch
 
-    def __len__(self) -> int:
-        """Batches per epoch on this rank."""
+    @property
+    def num_batches(self) -> int:
+        """Mini-batches per epoch on this rank."""
         ns = self.num_samples
         return ns // self.batch_size if self.drop_last else math.ceil(ns / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __len__(self) -> int:
+        """Items per epoch on this rank: mini-batches, or blocks with `block`."""
+        if self.block is None:
+            return self.num_batches
+        full = self.num_samples // self.batch_size  # full mini-batches; a partial one is its own block
+        return math.ceil(full / self.block) + (self.num_batches - full)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor] | Block]:
         idx = self.indices()
         start, self._skip = self._skip, 0
-        bs = self.batch_size
-        for b in range(start, len(self)):
-            sel = idx[b * bs : (b + 1) * bs]  # (B,)
-            self._yielded = b + 1
-            yield self.x[sel], self.y[sel]  # (B, 784) float32, (B,) int64
+        bs, k = self.batch_size, self.block
+        if k is None:
+            for b in range(start, self.num_batches):
+                sel = idx[b * bs : (b + 1) * bs]  # (B,)
+                self._yielded = b + 1
+                yield self.x[sel], self.y[sel]  # (B, 784) float32, (B,) int64
+            return
+        full = self.num_samples // bs
+        for b in range(start, full, k):
+            n = min(k, full - b)  # mini-batches in this block
+            sel = idx[b * bs : (b + n) * bs]  # (n B,)
+            self._yielded = b + n
+            yield Block(self.x[sel].view(n, bs, *self.x.shape[1:]), self.y[sel].view(n, bs))  # (n, B, 784), (n, B)
+        if self.num_batches > full and start <= full:  # the last, partial mini-batch
+            sel = idx[full * bs :]
+            self._yielded = full + 1
+            yield Block(self.x[sel].unsqueeze(0), self.y[sel].unsqueeze(0))  # (1, r, 784), (1, r)
 
     def skip_next(self, k: int) -> None:
         """Make the next iteration start at batch k of the current epoch's order."""
-        if not 0 <= k <= len(self):
-            raise ValueError(f"cannot skip {k} of {len(self)} batches")
+        if not 0 <= k <= self.num_batches:
+            raise ValueError(f"cannot skip {k} of {self.num_batches} batches")
         self._skip = self._yielded = k
 
     def state_dict(self) -> dict[str, int]:
@@ -185,9 +220,11 @@ class InMemoryDataModule(L.LightningDataModule):
     n_classes = N_CLASSES
 
     def __init__(self, batch_size: int = 10, val_size: int = 5000, train_size: int | None = None, seed: int = 42,
-                 split_seed: int = 42, drop_last: bool = False, device: str | None = None) -> None:
+                 split_seed: int = 42, drop_last: bool = False, device: str | None = None,
+                 block_size: int | None = 1000) -> None:
         super().__init__()
         self.batch_size, self.val_size, self.train_size = batch_size, val_size, train_size
+        self.block_size = block_size
         self.seed, self.split_seed, self.drop_last, self.device = seed, split_seed, drop_last, device
         self.source: str | None = None
         self.sizes: dict[str, int] = {}
@@ -238,13 +275,20 @@ class InMemoryDataModule(L.LightningDataModule):
         train = split == "train"
         args = dict(
             batch_size=self.batch_size, shuffle=train, seed=self.seed, drop_last=self.drop_last and train,
-            rank=self.rank, world_size=self.world_size, pad=not train,
+            rank=self.rank, world_size=self.world_size, pad=not train, block=self.block() if train else None,
         )
         loader = self._loaders.get(split)
         if loader is None or any(getattr(loader, k) != v for k, v in args.items()):
             x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")  # (N, 784), (N,)
             loader = self._loaders[split] = InMemoryLoader(x, y, **args)
         return loader
+
+    def block(self) -> int | None:
+        """Mini-batches per training `Block`: about block_size images; none under DDP, where each
+        step's backward must go through the DDP wrapper on its own."""
+        if not self.block_size or self.world_size > 1:
+            return None
+        return max(1, self.block_size // self.batch_size)
 
     def __repr__(self) -> str:  # Lightning's __str__ would build (and so load) every loader
         return f"{type(self).__name__}(source={self.source!r}, sizes={self.sizes}, batch_size={self.batch_size})"
@@ -272,8 +316,8 @@ class MNISTSubsetDataModule(InMemoryDataModule):
 
     def __init__(self, batch_size: int = 10, val_size: int = 500, test_size: int = 500, train_size: int | None = None,
                  seed: int = 42, split_seed: int = 42, drop_last: bool = False, device: str | None = None,
-                 csv_path: str | None = None) -> None:
-        super().__init__(batch_size, val_size, train_size, seed, split_seed, drop_last, device)
+                 csv_path: str | None = None, block_size: int | None = 1000) -> None:
+        super().__init__(batch_size, val_size, train_size, seed, split_seed, drop_last, device, block_size)
         self.test_size, self.csv_path = test_size, csv_path
 
     def _load(self):
@@ -293,8 +337,8 @@ class _IDXDataModule(InMemoryDataModule):
     def __init__(self, data_dir: str = "data", batch_size: int = 10, val_size: int = 5000,
                  test_size: int | None = None, train_size: int | None = None, seed: int = 42, split_seed: int = 42,
                  drop_last: bool = False, device: str | None = None, download: bool = True,
-                 download_timeout: float = 5.0, search_dirs: Sequence[str] = ()) -> None:
-        super().__init__(batch_size, val_size, train_size, seed, split_seed, drop_last, device)
+                 download_timeout: float = 5.0, search_dirs: Sequence[str] = (), block_size: int | None = 1000) -> None:
+        super().__init__(batch_size, val_size, train_size, seed, split_seed, drop_last, device, block_size)
         self.test_size = test_size
         self.data_dir, self.download, self.download_timeout = Path(data_dir), download, download_timeout
         self.search_dirs = [Path(d) for d in search_dirs]
@@ -361,9 +405,9 @@ class MNISTDataModule(_IDXDataModule):
     def __init__(self, data_dir: str = "data", batch_size: int = 10, val_size: int = 5000,
                  test_size: int | None = None, train_size: int | None = None, seed: int = 42, split_seed: int = 42,
                  drop_last: bool = False, device: str | None = None, download: bool = True,
-                 download_timeout: float = 5.0, strict: bool = False) -> None:
+                 download_timeout: float = 5.0, strict: bool = False, block_size: int | None = 1000) -> None:
         super().__init__(data_dir, batch_size, val_size, test_size, train_size, seed, split_seed, drop_last, device,
-                         download, download_timeout)
+                         download, download_timeout, block_size=block_size)
         self.strict = strict
 
     def _not_found(self):
@@ -396,9 +440,10 @@ class FashionMNISTDataModule(_IDXDataModule):
     def __init__(self, data_dir: str = "data", batch_size: int = 10, val_size: int = 5000,
                  test_size: int | None = None, train_size: int | None = None, seed: int = 42, split_seed: int = 42,
                  drop_last: bool = False, device: str | None = None, download: bool = True,
-                 download_timeout: float = 5.0, search_dirs: Sequence[str] = (DEBIAN_FASHION_DIR,)) -> None:
+                 download_timeout: float = 5.0, search_dirs: Sequence[str] = (DEBIAN_FASHION_DIR,),
+                 block_size: int | None = 1000) -> None:
         super().__init__(data_dir, batch_size, val_size, test_size, train_size, seed, split_seed, drop_last, device,
-                         download, download_timeout, search_dirs)
+                         download, download_timeout, search_dirs, block_size)
 
     def _classes(self) -> list[str]:
         return list(FashionMNIST.classes)

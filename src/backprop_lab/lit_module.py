@@ -3,6 +3,12 @@
 It takes only primitive, typed arguments and saves them with `save_hyperparameters`, so a
 checkpoint rebuilds the module without any config, and `model=` can be switched at load time
 (both networks share their state_dict).
+
+Training uses manual optimization so that one `training_step` can run a whole `data.Block` of
+mini-batches, one optimizer step each: Lightning's own work per call (hooks, progress, logging
+checks: ~0.4 ms on a CPU) would otherwise cost more than a small MLP's step. Every mini-batch is
+still a full step (forward, backward, clipping, `on_before_optimizer_step` hooks, optimizer),
+counted in `global_step`; see `steps.py` for how a step is run.
 """
 
 from __future__ import annotations
@@ -11,14 +17,17 @@ from typing import Any
 
 import hydra.utils
 import lightning as L
+import torch
 from torch import Tensor
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from backprop_lab import costs
+from backprop_lab import costs, steps
+from backprop_lab.data import Block
 from backprop_lab.models import MODELS
 
 SCHEDULER_KEYS = ("interval", "frequency", "monitor")  # Lightning's keys, not the scheduler's
+CLIP_ALGORITHMS = ("norm", "value")
 
 
 class LitMLP(L.LightningModule):
@@ -32,14 +41,21 @@ class LitMLP(L.LightningModule):
         init: str = "pytorch",
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
+        clip_val: float | None = None,
+        clip_algorithm: str = "norm",
     ) -> None:
         """`optimizer`/`scheduler` are `_target_` dicts (Hydra's `_partial_` style), completed with
-        the parameters / optimizer in `configure_optimizers`."""
+        the parameters / optimizer in `configure_optimizers`. `clip_val`/`clip_algorithm` clip the
+        gradients before each step (what `Trainer(gradient_clip_val=...)` does under automatic
+        optimization; train.py maps `trainer.gradient_clip_val` here)."""
         super().__init__()
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r} (choose one of: {', '.join(MODELS)})")
+        if clip_algorithm not in CLIP_ALGORITHMS:
+            raise ValueError(f"unknown clip_algorithm {clip_algorithm!r} (choose one of: {', '.join(CLIP_ALGORITHMS)})")
         costs.check(cost, output)
         self.save_hyperparameters()
+        self.automatic_optimization = False  # see the module docstring
         self.net = MODELS[model](sizes, activation, output, init)
         n_classes = sizes[-1]
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(n_classes, average="micro") for _ in range(3))
@@ -47,6 +63,7 @@ class LitMLP(L.LightningModule):
         self.val_acc_best = MaxMetric()
         for metric in self.metrics():  # their running sums live in checkpoints, so a resumed epoch ends as if never stopped
             metric.persistent(True)
+        self._lean, self._hooks, self._step_interval = False, [], False
 
     def metrics(self) -> list:
         return [self.train_acc, self.val_acc, self.test_acc, self.train_loss, self.val_loss, self.test_loss, self.val_acc_best]
@@ -61,16 +78,72 @@ class LitMLP(L.LightningModule):
         C = self.net.loss(z, y, self.hparams.cost)
         return C, z.argmax(dim=1)  # the decision: argmax of the output
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        C, pred = self._step(batch)
-        self.train_loss(C)
-        self.train_acc(pred, batch[1])
-        self.log("train/loss", C, on_step=True, on_epoch=False)
-        return C
+    def on_train_start(self) -> None:
+        self._lean = steps.can_run_lean(self.trainer)
+        self._hooks = steps.before_step_hooks(self.trainer, self)
+        self._step_interval = any(c.interval == "step" for c in self.trainer.lr_scheduler_configs)
+
+    def training_step(self, batch: Block | tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
+        """One optimizer step per mini-batch of the block (a plain (x, y) batch is a block of one).
+
+        The lean path (one device, no GradScaler) gets its gradients from `net.backprop`: for the
+        manual model that is the hand-written backward without an autograd graph. Otherwise the
+        cost goes through autograd and `manual_backward` (DDP all-reduces the Function's gradients).
+        """
+        x, y = batch
+        if not isinstance(batch, Block):
+            x, y = x.unsqueeze(0), y.unsqueeze(0)  # (1, B, ...), (1, B)
+        s0, max_steps = self.global_step, self.trainer.max_steps
+        if max_steps >= 0:  # stop inside the block when trainer.max_steps is reached
+            x, y = x[: max(0, max_steps - s0)], y[: max(0, max_steps - s0)]
+        opt = self.optimizers()
+        cost = self.hparams.cost
+        losses, preds = [], []
+        for xb, yb in zip(x, y):  # (B, n_0), (B,)
+            if self._lean:
+                C, z = self.net.backprop(xb, yb, cost)  # gradients in .grad
+                steps.lean_step(opt, self._hooks)
+                opt.optimizer.zero_grad()
+            else:
+                z = self.net(xb)
+                C = self.net.loss(z, yb, cost)
+                self.manual_backward(C)
+                opt.step()
+                opt.zero_grad()
+            if self._step_interval:
+                self._step_schedulers("step")
+            losses.append(C.detach())
+            preds.append(z.detach().argmax(dim=1))  # the decision: argmax of the output
+        if not losses:
+            return {}
+        steps.count_steps_for_loggers(self.trainer, len(losses))
+        C = torch.stack(losses)  # (k,) one cost per step
+        self.train_loss.update(C)
+        self.train_acc.update(torch.cat(preds), y[: len(losses)].flatten())
+        self._log_step_losses(C, s0)
+        return {"loss": C, "first_step": s0}
+
+    def _log_step_losses(self, C: Tensor, s0: int) -> None:
+        """train/loss of every log_every_n_steps-th step, at that step (one host sync per block at most)."""
+        every = self.trainer.log_every_n_steps
+        if every <= 0 or not self.loggers:
+            return
+        first = -s0 % every  # index of the first step s0 + i with (s0 + i) % every == 0
+        if first >= len(C):
+            return
+        for i, value in zip(range(first, len(C), every), C[first::every].tolist()):
+            for logger in self.loggers:
+                logger.log_metrics({"train/loss": value}, step=s0 + i)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clipping, after the callbacks' hooks (they see the raw gradients, as under automatic optimization)."""
+        if self.hparams.clip_val:
+            self.clip_gradients(optimizer, self.hparams.clip_val, self.hparams.clip_algorithm)
 
     def on_train_epoch_end(self) -> None:
         self.log("train/loss_epoch", self.train_loss)
         self.log("train/acc", self.train_acc)
+        self._step_schedulers("epoch")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         C, pred = self._step(batch)
@@ -107,3 +180,21 @@ class LitMLP(L.LightningModule):
         scheduler = hydra.utils.instantiate(sched_cfg, optimizer=optimizer)
         extra = {k: self.hparams.scheduler[k] for k in SCHEDULER_KEYS if k in self.hparams.scheduler}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **extra}}
+
+    def _step_schedulers(self, interval: str) -> None:
+        """Manual optimization leaves the schedulers to us; Lightning's rules: every `frequency` epochs
+        or steps, and a plateau scheduler reads its `monitor` from the logged metrics."""
+        count = self.current_epoch + 1 if interval == "epoch" else self.global_step
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval != interval or count % config.frequency:
+                continue
+            if config.reduce_on_plateau:
+                value = self.trainer.callback_metrics.get(config.monitor)
+                if value is None:
+                    raise ValueError(
+                        f"scheduler monitor {config.monitor!r} was not logged this epoch "
+                        f"(monitor one of: {', '.join(sorted(self.trainer.callback_metrics)) or 'none yet'})"
+                    )
+                config.scheduler.step(value)
+            else:
+                config.scheduler.step()

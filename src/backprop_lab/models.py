@@ -9,6 +9,7 @@ checkpoint of one loads into the other.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Sequence
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from backprop_lab import activations, costs
+from backprop_lab import backprop
 from backprop_lab.backprop import Backprop
 
 
@@ -105,25 +107,57 @@ class ManualMLP(_MLPMixin, nn.Module):
     @property
     def W(self) -> list[Tensor]:
         """[W^1, ..., W^L], each (n_l, n_(l-1))."""
-        return [layer.weight for layer in self.children()]
+        return [layer.weight for layer in self._modules.values()]
 
     @property
     def b(self) -> list[Tensor]:
         """[b^1, ..., b^L], each (n_l,)."""
-        return [layer.bias for layer in self.children()]
+        return [layer.bias for layer in self._modules.values()]
+
+    def _params(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor], bool]:
+        """x flattened and [W^l], [b^l], in float32 under autocast (the textbook math never runs in
+        half precision: both passes cast the way torch.amp.custom_fwd(cast_inputs=float32) would)."""
+        if x.dim() != 2:
+            x = x.flatten(1)
+        layers = self._modules.values()
+        Ws, bs = [layer.weight for layer in layers], [layer.bias for layer in layers]
+        cast = torch.is_autocast_enabled(x.device.type)
+        if cast:
+            x, Ws, bs = x.float(), [W.float() for W in Ws], [b.float() for b in bs]
+        return x, Ws, bs, cast
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.flatten(1)
-        params = [p for layer in self.children() for p in (layer.weight, layer.bias)]
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            # custom_fwd handles CUDA autocast; on CPU run the textbook math in float32 the same way.
-            with torch.autocast("cpu", enabled=False):
-                return Backprop.apply(x.float(), self.activation, *(p.float() for p in params))
+        x, Ws, bs, cast = self._params(x)
+        params = [p for W, b in zip(Ws, bs) for p in (W, b)]
+        if cast:
+            with torch.autocast(x.device.type, enabled=False):
+                return Backprop.apply(x, self.activation, *params)
         return Backprop.apply(x, self.activation, *params)
 
     def loss(self, z: Tensor, y: Tensor, cost: str) -> Tensor:
         """C(a^L, y) with the hand-written base case delta^L."""
         return costs.manual_cost(z, y, cost, self.output)
+
+    @torch.no_grad()
+    def backprop(self, x: Tensor, y: Tensor, cost: str) -> tuple[Tensor, Tensor]:
+        """Forward, cost and backward of one mini-batch in one pass, without autograd: adds dC/dW^l and
+        dC/db^l to each parameter's .grad as `loss(self(x), y, cost).backward()` would, through the
+        same functions (identical gradients), without building a graph. Returns (C, z^L), detached."""
+        costs.check(cost, self.output)
+        x, Ws, bs, cast = self._params(x)
+        params = [p for layer in self._modules.values() for p in (layer.weight, layer.bias)]
+        with torch.autocast(x.device.type, enabled=False) if cast else contextlib.nullcontext():
+            z, a = backprop.forward(x, Ws, bs, self.activation)  # z^L, [a^0..a^(L-1)]
+            C, delta = costs.base_case(z, y, cost, self.output)  # delta^L
+            grads, _ = backprop.backward(delta, a, Ws, self.activation, [p.requires_grad for p in params])
+        for p, g in zip(params, grads):
+            if g is None:
+                continue
+            if p.grad is None:
+                p.grad = g.to(p.dtype)
+            else:
+                p.grad += g
+        return C, z
 
 
 class ReferenceMLP(_MLPMixin, nn.Sequential):
@@ -148,6 +182,13 @@ class ReferenceMLP(_MLPMixin, nn.Sequential):
 
     def loss(self, z: Tensor, y: Tensor, cost: str) -> Tensor:
         return costs.reference_cost(z, y, cost, self.output)
+
+    def backprop(self, x: Tensor, y: Tensor, cost: str) -> tuple[Tensor, Tensor]:
+        """The same contract as ManualMLP.backprop, through autograd: (C, z^L), gradients in .grad."""
+        z = self(x)
+        C = self.loss(z, y, cost)
+        C.backward()
+        return C.detach(), z.detach()
 
 
 MODELS = {"manual": ManualMLP, "reference": ReferenceMLP}

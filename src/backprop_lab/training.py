@@ -33,6 +33,7 @@ from backprop_lab.paths import write_metrics
 from backprop_lab.visuals import LayerGradients, Pictures
 
 log = logging.getLogger("backprop_lab")
+CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
 
 
 def build_module(cfg: DictConfig, n_features: int = 784, n_classes: int = 10) -> LitMLP:
@@ -46,6 +47,8 @@ def build_module(cfg: DictConfig, n_features: int = 784, n_classes: int = 10) ->
         init=cfg.model.init,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+        clip_val=cfg.trainer.get("gradient_clip_val") or None,
+        clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
     )
 
 
@@ -94,7 +97,9 @@ def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoin
             callbacks.append(TQDMProgressBar(refresh_rate=cfg.log.progress_every_n_steps))
         else:  # logs and pipes get the one-line epoch summaries only
             trainer_kwargs["enable_progress_bar"] = False
-    trainer = hydra.utils.instantiate(cfg.trainer, **trainer_kwargs)
+    # Clipping is the module's job under manual optimization (build_module passes it on).
+    trainer_cfg = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in CLIP_KEYS}
+    trainer = hydra.utils.instantiate(trainer_cfg, **trainer_kwargs)
     return trainer, checkpoint, history, interrupt
 
 
