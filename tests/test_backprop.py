@@ -1,5 +1,6 @@
 """The hand-written backward against finite differences (gradcheck) and against autograd (ReferenceMLP)."""
 
+import copy
 import itertools
 
 import pytest
@@ -170,6 +171,73 @@ def test_cpu_autocast_bf16_runs_in_float32_and_matches():
     for pm, pr in zip(manual.parameters(), reference.parameters()):
         assert pm.grad.dtype == torch.float32
         assert_rel_close(pm.grad, pr.grad, 5e-2)  # bf16 has 8 bits of mantissa
+
+
+@pytest.mark.parametrize("activation", HIDDEN)
+@pytest.mark.parametrize("output,cost", COMBOS)
+def test_direct_backprop_equals_the_autograd_function_bitwise(activation, output, cost):
+    """ManualMLP.backprop (no graph) and loss(model(x)).backward() (the Functions) run the same code."""
+    torch.manual_seed(4)
+    direct = ManualMLP([20, 7, 5, 4], activation, output)
+    function = copy.deepcopy(direct)
+    x, y = torch.randn(9, 20), torch.randint(0, 4, (9,))
+    C_d, z_d = direct.backprop(x, y, cost)
+    z_f = function(x)
+    C_f = function.loss(z_f, y, cost)
+    C_f.backward()
+    assert not C_d.requires_grad and not z_d.requires_grad
+    assert torch.equal(C_d, C_f.detach()) and torch.equal(z_d, z_f.detach())
+    for pd, pf in zip(direct.parameters(), function.parameters()):
+        assert torch.equal(pd.grad, pf.grad)
+
+
+def test_direct_backprop_accumulates_and_skips_frozen_parameters():
+    """Against ReferenceMLP (autograd), twice into the same .grad."""
+    torch.manual_seed(5)
+    manual, reference = twins([6, 5, 3], "tanh", "softmax")
+    manual.W[0].requires_grad_(False)
+    reference.get_submodule("0").weight.requires_grad_(False)
+    x, y = torch.randn(4, 6, dtype=torch.float64), torch.randint(0, 3, (4,))
+    for _ in range(2):  # .grad adds up, as with backward()
+        manual.backprop(x, y, "cross_entropy")
+        reference.backprop(x, y, "cross_entropy")
+    assert manual.W[0].grad is None
+    for pm, pr in zip(manual.parameters(), reference.parameters()):
+        if pr.grad is not None:
+            assert_rel_close(pm.grad, pr.grad, 1e-10)
+
+
+def test_direct_backprop_refuses_a_cost_the_output_cannot_take():
+    with pytest.raises(ValueError, match="identity"):
+        ManualMLP([4, 3], output="identity").backprop(torch.randn(2, 4), torch.tensor([0, 1]), "cross_entropy")
+
+
+def test_direct_backprop_under_cpu_autocast_runs_in_float32():
+    """Both paths, with backward() called inside the autocast region (as Lightning's precision plugin
+    does), give exactly the float32 gradients of a run without autocast."""
+    torch.manual_seed(6)
+    direct = ManualMLP([784, 30, 10])
+    function, plain = copy.deepcopy(direct), copy.deepcopy(direct)
+    x, y = torch.rand(16, 784), torch.randint(0, 10, (16,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        C_d, z_d = direct.backprop(x, y, "cross_entropy")
+        function.loss(function(x), y, "cross_entropy").backward()
+    plain.backprop(x, y, "cross_entropy")
+    assert z_d.dtype == torch.float32
+    for pd, pf, pp in zip(direct.parameters(), function.parameters(), plain.parameters()):
+        assert pd.grad.dtype == torch.float32
+        assert torch.equal(pd.grad, pp.grad) and torch.equal(pf.grad, pp.grad)
+
+
+@pytest.mark.parametrize("activation", HIDDEN)
+def test_fused_derivative_kernels_equal_the_formulas(activation):
+    from backprop_lab import activations
+
+    act = activations.hidden(activation)
+    a = act.f(torch.randn(50, 7, dtype=torch.float64) * 3)
+    g = torch.randn(50, 7, dtype=torch.float64)
+    assert act.fused is not None
+    assert_rel_close(act.times_df(g, a), g * act.df(a), 1e-12)
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -5,6 +5,7 @@ Figures are never asserted: machines are noisy."""
 from __future__ import annotations
 
 import json
+import re
 import math
 import subprocess
 import sys
@@ -98,8 +99,8 @@ def test_tiny_run_prints_the_table(tiny):
         assert key in stdout, key
     for name in STEP_NAMES:
         assert name in stdout
-    verdicts = [line for line in stdout.splitlines() if line.rstrip().endswith(("PASS", "MISS"))]
-    assert len(verdicts) >= len(STEP_NAMES) + 2 + 1  # step rows, epoch rows, textbook row at least
+    verdicts = [line for line in stdout.splitlines() if re.search(r"\s(PASS|MISS)\s", line + " ")]
+    assert len(verdicts) == 2 * len(STEP_NAMES) + 2 + 1  # step and saved-bytes rows, epoch rows, textbook row
     assert "targets met:" in stdout and "data:" in stdout and "machine:" in stdout
 
 
@@ -194,7 +195,7 @@ def test_targets_label_pass_and_miss():
     assert got["manual_vs_reference_step cpu 784-30-10/b10"] == [True, True]  # <= 0.7 and <= 1.0
     assert got["manual_vs_reference_step cpu 784-100-10/b10"] == [False]
     assert got["manual_vs_reference_saved_bytes 784-30-10/b10"] == [True]
-    assert got["manual_vs_reference_saved_bytes_excl_params 784-30-10/b10"] == [False]
+    assert "manual_vs_reference_saved_bytes_excl_params 784-30-10/b10" not in got  # information, not a target
     assert got["lightning_vs_plain_epoch cpu b10"] == [True] and got["lightning_vs_plain_epoch cpu b100"] == [False]
     assert got["textbook_vs_project_epoch cpu b10"] == [False]
     steps["784-30-10/b10"] = 0.8

@@ -30,7 +30,7 @@ from torchvision.datasets import utils as tv_utils
 
 from backprop_lab import data as D
 from backprop_lab.data import (
-    DataError, DataFallbackWarning, FashionMNISTDataModule, InMemoryLoader, MNISTDataModule,
+    Block, DataError, DataFallbackWarning, FashionMNISTDataModule, InMemoryLoader, MNISTDataModule,
     MNISTSubsetDataModule, stratified_split,
 )
 
@@ -390,6 +390,66 @@ def test_resume_mid_epoch_yields_exactly_the_rest():
     assert len(list(skipped)) == 11
     with pytest.raises(ValueError):
         skipped.skip_next(12)
+
+
+def unblock(items) -> list[list[int]]:
+    """The mini-batches' labels, whether the loader yields (x, y) batches or Blocks of them."""
+    out = []
+    for item in items:
+        if isinstance(item, Block):
+            assert item.x.dim() == 3 and item.y.dim() == 2 and len(item.x) == len(item.y)
+            assert torch.equal(item.x[..., 0].long(), item.y)  # x rows travel with their y
+            out += item.y.tolist()
+        else:
+            out.append(item[1].tolist())
+    return out
+
+
+def test_blocks_hold_the_same_batches_in_the_same_order():
+    plain = loader()
+    plain.set_epoch(2)
+    expected = unblock(plain)
+    blocks = loader(block=4)
+    blocks.set_epoch(2)
+    items = list(blocks)
+    assert [tuple(b.y.shape) for b in items] == [(4, 10), (4, 10), (2, 10), (1, 3)]  # the partial batch alone
+    assert len(blocks) == 4 and unblock(items) == expected
+    assert blocks.state_dict() == {"epoch": 2, "batches_yielded": 11}  # positions count mini-batches
+    dropped = loader(block=4, drop_last=True)
+    assert len(dropped) == 3 and [tuple(b.y.shape) for b in dropped] == [(4, 10), (4, 10), (2, 10)]
+    assert unblock(loader(block=100)) == unblock(loader()) and len(loader(block=100)) == 2
+    with pytest.raises(ValueError, match="block"):
+        loader(block=0)
+
+
+def test_resume_mid_epoch_with_another_block_size():
+    full = loader()
+    full.set_epoch(1)
+    expected = unblock(full)
+    first = loader(block=3)
+    first.set_epoch(1)
+    it = iter(first)
+    got = unblock([next(it), next(it)])  # 6 mini-batches
+    for block in (None, 4):  # resume the same position with plain batches, or other blocks
+        resumed = loader(block=block)
+        resumed.load_state_dict(first.state_dict())
+        resumed.set_epoch(1)
+        assert got + unblock(resumed) == expected
+
+
+def test_datamodule_blocks_of_about_block_size_images(cached_subset):
+    dm = MNISTSubsetDataModule(batch_size=10)
+    assert dm.block_size == 1000 and dm.block() == 100
+    assert isinstance(next(iter(dm.train_dataloader())), Block)
+    assert not isinstance(next(iter(dm.val_dataloader())), Block)  # evaluation stays in plain batches
+    dm.batch_size = 300
+    assert dm.block() == 3 and len(dm.train_dataloader()) == 6  # 13 full batches of 300 in 5 blocks of <= 3, then 100
+    dm.batch_size = 2000
+    assert dm.block() == 1
+    dm.block_size = None
+    assert dm.block() is None
+    dm.block_size, dm.world_size = 1000, 2  # under DDP every step needs its own backward through the wrapper
+    assert dm.block() is None
 
 
 def test_lightning_checkpoint_resumes_mid_epoch(tmp_path):

@@ -20,6 +20,7 @@ The forward keeps only the activations a^0..a^(L-1); f'(z^l) is recomputed from 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -27,6 +28,14 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from backprop_lab import activations
+
+
+def without_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """A context that turns autocast off while it is on: the textbook math runs in the inputs' dtype
+    (float32 under mixed precision), forward and backward alike, as torch.amp.custom_fwd/custom_bwd would."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def forward(x: Tensor, Ws: Sequence[Tensor], bs: Sequence[Tensor], activation: str) -> tuple[Tensor, list[Tensor]]:
@@ -87,5 +96,6 @@ class Backprop(torch.autograd.Function):
         # delta arrives as dC/dz^L = delta^L (the base case, computed by the cost)
         saved = ctx.saved_tensors
         L = len(saved) // 2
-        grads, dx = backward(delta, saved[:L], saved[L:], ctx.activation, ctx.needs_input_grad[2:], ctx.input_grad)
+        with without_autocast(delta.device.type):  # backward() may be called inside an autocast region
+            grads, dx = backward(delta, saved[:L], saved[L:], ctx.activation, ctx.needs_input_grad[2:], ctx.input_grad)
         return dx, None, *grads

@@ -702,16 +702,15 @@ class Target:
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
-    """The targets, all on CPU: step ratio <= 0.7 (784-30-10/b10) and <= 1.0 everywhere, saved bytes <= 0.75,
-    Lightning/bare <= 1.5 at b10 and <= 1.3 at b100, textbook/project >= 3."""
+    """The targets, all on CPU: step ratio <= 0.7 (784-30-10/b10) and <= 1.0 everywhere, saved bytes <= 0.75
+    (every storage autograd keeps, counted once), Lightning/bare <= 1.5 at b10 and <= 1.3 at b100,
+    textbook/project >= 3. The other saved-bytes countings are printed beside them as information."""
     out: list[Target] = []
     steps = results["manual_vs_reference_step"]["cpu"]
     out.append(Target("manual_vs_reference_step cpu 784-30-10/b10", steps["784-30-10/b10"], "<=", 0.7))
     out += [Target(f"manual_vs_reference_step cpu {k}", v, "<=", 1.0) for k, v in steps.items()]
     out += [Target(f"manual_vs_reference_saved_bytes {k}", v, "<=", 0.75)
             for k, v in results["manual_vs_reference_saved_bytes"].items()]
-    out += [Target(f"manual_vs_reference_saved_bytes_excl_params {k}", v, "<=", 0.75)
-            for k, v in results["manual_vs_reference_saved_bytes_excl_params"].items()]
     epochs = results["lightning_vs_plain_epoch"]["cpu"]
     for k, bound in (("b10", 1.5), ("b100", 1.3)):
         if k in epochs:

@@ -19,6 +19,8 @@ backward only hands out the delta^L of the forward), `ManualMLP.backprop` calls 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -41,9 +43,14 @@ def check(cost: str, output: str) -> None:
         )
 
 
+@functools.lru_cache(maxsize=16)
+def _identity(n_out: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.eye(n_out, dtype=dtype, device=device)
+
+
 def one_hot(y: Tensor, n_out: int, dtype: torch.dtype) -> Tensor:
-    """Y with Y[i, y_i] = 1: the desired output y(x) of each input as a vector."""
-    return torch.zeros(len(y), n_out, dtype=dtype, device=y.device).scatter_(1, y.unsqueeze(1), 1)  # (B, n_L)
+    """Y with Y[i, y_i] = 1: the desired output y(x) of each input as a vector (rows of the identity)."""
+    return _identity(n_out, dtype, y.device).index_select(0, y)  # (B, n_L)
 
 
 def base_case(z: Tensor, y: Tensor, cost: str, output: str) -> tuple[Tensor, Tensor]:
@@ -58,10 +65,10 @@ def base_case(z: Tensor, y: Tensor, cost: str, output: str) -> tuple[Tensor, Ten
     elif output == "softmax":
         log_a = torch.log_softmax(z, dim=1)  # (B, n_L) ln a^L, stable for saturated outputs
         C = F.nll_loss(log_a, y)  # -(1/n) sum_x ln a^L_y(x)
-        delta = log_a.exp_().sub_(Y).div_(n)  # (B, n_L) fused: dC/da^L * f_out'(z^L) = (a^L - y)/n
+        delta = (log_a.exp() - Y) / n  # (B, n_L) fused: dC/da^L * f_out'(z^L) = (a^L - y)/n
     else:  # sigmoid cross-entropy: -[y ln s(z) + (1-y) ln(1-s(z))] = softplus(z) - y z
         C = (F.softplus(z) - Y * z).sum() / n
-        delta = torch.sigmoid(z).sub_(Y).div_(n)  # (B, n_L) fused, as for softmax
+        delta = (torch.sigmoid(z) - Y) / n  # (B, n_L) fused, as for softmax
     return C, delta
 
 

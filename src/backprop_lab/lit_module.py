@@ -178,7 +178,8 @@ class LitMLP(L.LightningModule):
             return optimizer
         sched_cfg = {k: v for k, v in self.hparams.scheduler.items() if k not in (*SCHEDULER_KEYS, "_partial_")}
         scheduler = hydra.utils.instantiate(sched_cfg, optimizer=optimizer)
-        extra = {k: self.hparams.scheduler[k] for k in SCHEDULER_KEYS if k in self.hparams.scheduler}
+        # `monitor` stays here: under manual optimization Lightning drops it (we step the schedulers).
+        extra = {k: self.hparams.scheduler[k] for k in ("interval", "frequency") if k in self.hparams.scheduler}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **extra}}
 
     def _step_schedulers(self, interval: str) -> None:
@@ -188,11 +189,12 @@ class LitMLP(L.LightningModule):
         for config in self.trainer.lr_scheduler_configs:
             if config.interval != interval or count % config.frequency:
                 continue
-            if config.reduce_on_plateau:
-                value = self.trainer.callback_metrics.get(config.monitor)
+            if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                monitor = self.hparams.scheduler.get("monitor", "val/loss")
+                value = self.trainer.callback_metrics.get(monitor)
                 if value is None:
                     raise ValueError(
-                        f"scheduler monitor {config.monitor!r} was not logged this epoch "
+                        f"scheduler monitor {monitor!r} was not logged this epoch "
                         f"(monitor one of: {', '.join(sorted(self.trainer.callback_metrics)) or 'none yet'})"
                     )
                 config.scheduler.step(value)

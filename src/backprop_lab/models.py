@@ -9,7 +9,6 @@ checkpoint of one loads into the other.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Callable, Sequence
 
@@ -114,29 +113,25 @@ class ManualMLP(_MLPMixin, nn.Module):
         """[b^1, ..., b^L], each (n_l,)."""
         return [layer.bias for layer in self._modules.values()]
 
-    def _params(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor], bool]:
+    def _params(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """x flattened and [W^l], [b^l], in float32 under autocast (the textbook math never runs in
         half precision: both passes cast the way torch.amp.custom_fwd(cast_inputs=float32) would)."""
         if x.dim() != 2:
             x = x.flatten(1)
-        layers = self._modules.values()
-        Ws, bs = [layer.weight for layer in layers], [layer.bias for layer in layers]
-        cast = torch.is_autocast_enabled(x.device.type)
-        if cast:
+        Ws, bs = self.W, self.b
+        if torch.is_autocast_enabled(x.device.type):
             x, Ws, bs = x.float(), [W.float() for W in Ws], [b.float() for b in bs]
-        return x, Ws, bs, cast
+        return x, Ws, bs
 
     def forward(self, x: Tensor) -> Tensor:
-        x, Ws, bs, cast = self._params(x)
-        params = [p for W, b in zip(Ws, bs) for p in (W, b)]
-        if cast:
-            with torch.autocast(x.device.type, enabled=False):
-                return Backprop.apply(x, self.activation, *params)
-        return Backprop.apply(x, self.activation, *params)
+        x, Ws, bs = self._params(x)
+        with backprop.without_autocast(x.device.type):
+            return Backprop.apply(x, self.activation, *(p for W, b in zip(Ws, bs) for p in (W, b)))
 
     def loss(self, z: Tensor, y: Tensor, cost: str) -> Tensor:
-        """C(a^L, y) with the hand-written base case delta^L."""
-        return costs.manual_cost(z, y, cost, self.output)
+        """C(a^L, y) with the hand-written base case delta^L (in float32 under autocast, like the forward)."""
+        with backprop.without_autocast(z.device.type):
+            return costs.manual_cost(z, y, cost, self.output)
 
     @torch.no_grad()
     def backprop(self, x: Tensor, y: Tensor, cost: str) -> tuple[Tensor, Tensor]:
@@ -144,9 +139,9 @@ class ManualMLP(_MLPMixin, nn.Module):
         dC/db^l to each parameter's .grad as `loss(self(x), y, cost).backward()` would, through the
         same functions (identical gradients), without building a graph. Returns (C, z^L), detached."""
         costs.check(cost, self.output)
-        x, Ws, bs, cast = self._params(x)
+        x, Ws, bs = self._params(x)
         params = [p for layer in self._modules.values() for p in (layer.weight, layer.bias)]
-        with torch.autocast(x.device.type, enabled=False) if cast else contextlib.nullcontext():
+        with backprop.without_autocast(x.device.type):
             z, a = backprop.forward(x, Ws, bs, self.activation)  # z^L, [a^0..a^(L-1)]
             C, delta = costs.base_case(z, y, cost, self.output)  # delta^L
             grads, _ = backprop.backward(delta, a, Ws, self.activation, [p.requires_grad for p in params])
@@ -154,7 +149,7 @@ class ManualMLP(_MLPMixin, nn.Module):
             if g is None:
                 continue
             if p.grad is None:
-                p.grad = g.to(p.dtype)
+                p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
             else:
                 p.grad += g
         return C, z
