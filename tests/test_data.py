@@ -422,7 +422,7 @@ def test_blocks_hold_the_same_batches_in_the_same_order():
         loader(block=0)
 
 
-def test_resume_mid_epoch_with_another_block_size():
+def test_resume_mid_epoch_with_another_block_length():
     full = loader()
     full.set_epoch(1)
     expected = unblock(full)
@@ -437,18 +437,17 @@ def test_resume_mid_epoch_with_another_block_size():
         assert got + unblock(resumed) == expected
 
 
-def test_datamodule_blocks_of_about_block_size_images(cached_subset):
+def test_datamodule_serves_training_blocks(cached_subset):
     dm = MNISTSubsetDataModule(batch_size=10)
-    assert dm.block_size == 1000 and dm.block() == 100
-    assert isinstance(next(iter(dm.train_dataloader())), Block)
+    assert dm.batches_per_block == 100 and dm.block() == 100
+    first = next(iter(dm.train_dataloader()))
+    assert isinstance(first, Block) and first.x.shape == (100, 10, 784)
     assert not isinstance(next(iter(dm.val_dataloader())), Block)  # evaluation stays in plain batches
-    dm.batch_size = 300
-    assert dm.block() == 3 and len(dm.train_dataloader()) == 6  # 13 full batches of 300 in 5 blocks of <= 3, then 100
-    dm.batch_size = 2000
-    assert dm.block() == 1
-    dm.block_size = None
-    assert dm.block() is None
-    dm.block_size, dm.world_size = 1000, 2  # under DDP every step needs its own backward through the wrapper
+    dm.batch_size, dm.batches_per_block = 300, 3
+    assert len(dm.train_dataloader()) == 6  # 13 full batches of 300 in 5 blocks of <= 3, then the last 100 alone
+    dm.batches_per_block = None
+    assert dm.block() is None and len(dm.train_dataloader()) == 14
+    dm.batches_per_block, dm.world_size = 100, 2  # under DDP every step needs its own backward through the wrapper
     assert dm.block() is None
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TINY, run_script
+from backprop_lab.evaluation import load_checkpoint
+from conftest import ROOT, TINY, run_script
 
 QUIET = [o for o in TINY if not o.startswith("trainer.enable")]
 
@@ -137,7 +141,7 @@ def _final(run: Path) -> tuple[dict, dict]:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> tuple[dict, dict]:
     run = tmp_path_factory.mktemp("alone")
-    result = run_script("train.py", *QUIET, "trainer.max_epochs=2", "trainer.deterministic=true", "data.block_size=50",
+    result = run_script("train.py", *QUIET, "trainer.max_epochs=2", "trainer.deterministic=true", "data.batches_per_block=5",
                         f"hydra.run.dir={run}")
     assert result.returncode == 0, result.stderr[-2000:]
     return _final(run)
@@ -146,7 +150,7 @@ def uninterrupted(tmp_path_factory) -> tuple[dict, dict]:
 @pytest.mark.parametrize("sig,during,step,code", [("SIGTERM", 37, 40, 143), ("SIGINT", 12, 15, 130)])
 def test_interrupted_run_resumes_to_exactly_the_same_result(tmp_path, uninterrupted, sig, during, step, code):
     """A signal during step `during` stops the run at the end of its block of 5 steps (`step`), inside an epoch."""
-    overrides = [*QUIET, "trainer.max_epochs=2", "trainer.deterministic=true", "data.block_size=50"]
+    overrides = [*QUIET, "trainer.max_epochs=2", "trainer.deterministic=true", "data.batches_per_block=5"]
     stopped = run_script("tests/signal_at_step.py", sig, str(during), *overrides, f"hydra.run.dir={tmp_path}")
     line = assert_one_line_error(stopped, f"interrupted by {sig} at step {step}", "resume with: python train.py", code=code)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -163,3 +167,24 @@ def test_interrupted_run_resumes_to_exactly_the_same_result(tmp_path, uninterrup
         assert torch.equal(weights[k], ref_weights[k]), k
     for k in ("test/acc", "test/loss", "val/acc_best", "epochs", "history"):
         assert metrics[k] == ref_metrics[k], k
+
+
+def test_sigkill_while_saving_never_leaves_a_corrupt_checkpoint(tmp_path):
+    """A process that does nothing but rewrite a 13 MB last.ckpt is killed (SIGKILL) at three moments (most
+    land mid-write): each time last.ckpt is a whole checkpoint; the next run clears the partial files left."""
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    args = [sys.executable, "tests/write_checkpoints.py", *QUIET, "model.hidden=[4000]", f"hydra.run.dir={tmp_path}"]
+    for delay in (0.0, 0.07, 0.19):
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            lines = iter(proc.stdout.readline, "")  # the run's log lines, then "saved 1", "saved 2", ...
+            assert any(line.startswith("saved") for line in lines), "the writer never saved"
+            time.sleep(delay)
+        finally:
+            proc.kill()  # SIGKILL: no handler, no cleanup
+            proc.wait(timeout=30)
+        module = load_checkpoint(ckpt)  # a truncated file would fail here
+        assert module.hparams.sizes == [784, 4000, 10]
+    result = run_script("train.py", *QUIET, "model.hidden=[4000]", "ckpt_path=last", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not list(ckpt.parent.glob(".*")), "partial files of killed saves were left behind"

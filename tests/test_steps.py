@@ -28,14 +28,14 @@ def _net(ckpt: dict) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("model", ["manual", "reference"])
-def test_block_size_and_lean_path_leave_the_weights_unchanged(tmp_path, monkeypatch, model):
+def test_block_length_and_lean_path_leave_the_weights_unchanged(tmp_path, monkeypatch, model):
     """One mini-batch per call, blocks of 5, the whole epoch in one block, and the standard (non-lean)
     step: the same optimizer steps on the same batches, so bitwise the same weights."""
     runs = {}
-    for name, block in (("plain", "null"), ("blocks", "50"), ("epoch", "1000")):
-        runs[name] = _run(tmp_path / name, f"model={model}", "trainer.max_epochs=2", f"data.block_size={block}")
+    for name, block in (("plain", "null"), ("blocks", "5"), ("epoch", "100")):
+        runs[name] = _run(tmp_path / name, f"model={model}", "trainer.max_epochs=2", f"data.batches_per_block={block}")
     monkeypatch.setattr(steps, "can_run_lean", lambda trainer: False)
-    runs["standard"] = _run(tmp_path / "standard", f"model={model}", "trainer.max_epochs=2", "data.block_size=50")
+    runs["standard"] = _run(tmp_path / "standard", f"model={model}", "trainer.max_epochs=2", "data.batches_per_block=5")
     plain_metrics, plain = runs.pop("plain")
     assert plain["global_step"] == 2 * EPOCH
     for name, (metrics, ckpt) in runs.items():
@@ -46,7 +46,7 @@ def test_block_size_and_lean_path_leave_the_weights_unchanged(tmp_path, monkeypa
 
 
 def test_logged_steps_count_optimizer_steps(tmp_path):
-    _run(tmp_path, "trainer.max_epochs=2", "data.block_size=70", "log.grad_every_n_steps=10")  # blocks of 7 steps
+    _run(tmp_path, "trainer.max_epochs=2", "data.batches_per_block=7", "log.grad_every_n_steps=10")  # blocks of 7 steps
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
     events.Reload()
     steps_of = lambda tag: [e.step for e in events.Scalars(tag)]  # noqa: E731
@@ -59,8 +59,8 @@ def test_logged_steps_count_optimizer_steps(tmp_path):
 
 
 def test_max_steps_stops_inside_a_block(tmp_path):
-    _, blocks = _run(tmp_path / "a", "+trainer.max_steps=7", "data.block_size=50", "test=false")
-    _, plain = _run(tmp_path / "b", "+trainer.max_steps=7", "data.block_size=null", "test=false")
+    _, blocks = _run(tmp_path / "a", "+trainer.max_steps=7", "data.batches_per_block=5", "test=false")
+    _, plain = _run(tmp_path / "b", "+trainer.max_steps=7", "data.batches_per_block=null", "test=false")
     assert blocks["global_step"] == plain["global_step"] == 7
     for k, w in _net(plain).items():
         assert torch.equal(blocks["state_dict"][k], w), k
@@ -70,7 +70,7 @@ def test_max_steps_stops_inside_a_block(tmp_path):
 def test_schedulers_step_at_their_interval(tmp_path, interval, every, expected_steps):
     """StepLR halves the rate every `every` epochs or steps: 3 epochs of 30 steps give 3 or 4 halvings."""
     _, ckpt = _run(tmp_path, "scheduler=step", f"scheduler.interval={interval}", f"scheduler.step_size={every}",
-                   "trainer.max_epochs=3", "data.block_size=70")
+                   "trainer.max_epochs=3", "data.batches_per_block=7")
     (sched,) = ckpt["lr_schedulers"]
     lr = ckpt["optimizer_states"][0]["param_groups"][0]["lr"]
     expected_calls = 3 if interval == "epoch" else 3 * EPOCH
@@ -94,7 +94,7 @@ class NaNGradientAt(L.Callback):
             pl_module.net.b[0].grad[0] = float("nan")
 
 
-@pytest.mark.parametrize("block", ["50", "null"])
+@pytest.mark.parametrize("block", ["5", "null"])
 def test_a_nan_gradient_stops_training_at_its_own_step(tmp_path, monkeypatch, block):
     """The loss of step 7 is finite; its gradient is not: the run stops at step 7, not at step 8."""
     build = training.build_trainer
@@ -106,4 +106,4 @@ def test_a_nan_gradient_stops_training_at_its_own_step(tmp_path, monkeypatch, bl
 
     monkeypatch.setattr(training, "build_trainer", with_nan)
     with pytest.raises(Diverged, match="a gradient became NaN or infinite at step 7 "):
-        train(compose_cfg(tmp_path, f"data.block_size={block}"))
+        train(compose_cfg(tmp_path, f"data.batches_per_block={block}"))

@@ -412,7 +412,7 @@ def floor_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tup
     """Lightning's own floor per training_step: the same epoch through a bare Trainer (no logger, no
     checkpointing, no callbacks but the timer), automatic optimization, one mini-batch per
     training_step whose only work is the cost. Not a target: it shows what Lightning costs per call,
-    which the project pays once per block of mini-batches instead (data.block_size)."""
+    which the project pays once per block of mini-batches instead (data.batches_per_block)."""
     import lightning as L
 
     class Bare(L.LightningModule):
@@ -428,7 +428,7 @@ def floor_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tup
             return torch.optim.SGD(self.parameters(), lr=LR)
 
     dm = data.datamodule
-    dm.batch_size, block_size, dm.block_size = batch_size, dm.block_size, None  # one mini-batch per training_step
+    dm.batch_size, batches_per_block, dm.batches_per_block = batch_size, dm.batches_per_block, None  # one mini-batch per training_step
     timer = _epoch_timer_callback(device)
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1, limit_val_batches=0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -436,7 +436,7 @@ def floor_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tup
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         trainer.fit(Bare(), datamodule=dm)
-    dm.block_size = block_size
+    dm.batches_per_block = batches_per_block
     return timer.seconds[0], timer.steps
 
 

@@ -221,10 +221,10 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int = 10, val_size: int = 5000, train_size: int | None = None, seed: int = 42,
                  split_seed: int = 42, drop_last: bool = False, device: str | None = None,
-                 block_size: int | None = 1000) -> None:
+                 batches_per_block: int | None = 100) -> None:
         super().__init__()
         self.batch_size, self.val_size, self.train_size = batch_size, val_size, train_size
-        self.block_size = block_size
+        self.batches_per_block = batches_per_block
         self.seed, self.split_seed, self.drop_last, self.device = seed, split_seed, drop_last, device
         self.source: str | None = None
         self.sizes: dict[str, int] = {}
@@ -284,11 +284,11 @@ class InMemoryDataModule(L.LightningDataModule):
         return loader
 
     def block(self) -> int | None:
-        """Mini-batches per training `Block`: about block_size images; none under DDP, where each
-        step's backward must go through the DDP wrapper on its own."""
-        if not self.block_size or self.world_size > 1:
+        """Mini-batches per training `Block`; none under DDP, where each step's backward must go
+        through the DDP wrapper on its own."""
+        if not self.batches_per_block or self.world_size > 1:
             return None
-        return max(1, self.block_size // self.batch_size)
+        return self.batches_per_block
 
     def __repr__(self) -> str:  # Lightning's __str__ would build (and so load) every loader
         return f"{type(self).__name__}(source={self.source!r}, sizes={self.sizes}, batch_size={self.batch_size})"
@@ -316,8 +316,8 @@ class MNISTSubsetDataModule(InMemoryDataModule):
 
     def __init__(self, batch_size: int = 10, val_size: int = 500, test_size: int = 500, train_size: int | None = None,
                  seed: int = 42, split_seed: int = 42, drop_last: bool = False, device: str | None = None,
-                 csv_path: str | None = None, block_size: int | None = 1000) -> None:
-        super().__init__(batch_size, val_size, train_size, seed, split_seed, drop_last, device, block_size)
+                 csv_path: str | None = None, batches_per_block: int | None = 100) -> None:
+        super().__init__(batch_size, val_size, train_size, seed, split_seed, drop_last, device, batches_per_block)
         self.test_size, self.csv_path = test_size, csv_path
 
     def _load(self):
@@ -337,8 +337,8 @@ class _IDXDataModule(InMemoryDataModule):
     def __init__(self, data_dir: str = "data", batch_size: int = 10, val_size: int = 5000,
                  test_size: int | None = None, train_size: int | None = None, seed: int = 42, split_seed: int = 42,
                  drop_last: bool = False, device: str | None = None, download: bool = True,
-                 download_timeout: float = 5.0, search_dirs: Sequence[str] = (), block_size: int | None = 1000) -> None:
-        super().__init__(batch_size, val_size, train_size, seed, split_seed, drop_last, device, block_size)
+                 download_timeout: float = 5.0, search_dirs: Sequence[str] = (), batches_per_block: int | None = 100) -> None:
+        super().__init__(batch_size, val_size, train_size, seed, split_seed, drop_last, device, batches_per_block)
         self.test_size = test_size
         self.data_dir, self.download, self.download_timeout = Path(data_dir), download, download_timeout
         self.search_dirs = [Path(d) for d in search_dirs]
@@ -405,9 +405,9 @@ class MNISTDataModule(_IDXDataModule):
     def __init__(self, data_dir: str = "data", batch_size: int = 10, val_size: int = 5000,
                  test_size: int | None = None, train_size: int | None = None, seed: int = 42, split_seed: int = 42,
                  drop_last: bool = False, device: str | None = None, download: bool = True,
-                 download_timeout: float = 5.0, strict: bool = False, block_size: int | None = 1000) -> None:
+                 download_timeout: float = 5.0, strict: bool = False, batches_per_block: int | None = 100) -> None:
         super().__init__(data_dir, batch_size, val_size, test_size, train_size, seed, split_seed, drop_last, device,
-                         download, download_timeout, block_size=block_size)
+                         download, download_timeout, batches_per_block=batches_per_block)
         self.strict = strict
 
     def _not_found(self):
@@ -441,9 +441,9 @@ class FashionMNISTDataModule(_IDXDataModule):
                  test_size: int | None = None, train_size: int | None = None, seed: int = 42, split_seed: int = 42,
                  drop_last: bool = False, device: str | None = None, download: bool = True,
                  download_timeout: float = 5.0, search_dirs: Sequence[str] = (DEBIAN_FASHION_DIR,),
-                 block_size: int | None = 1000) -> None:
+                 batches_per_block: int | None = 100) -> None:
         super().__init__(data_dir, batch_size, val_size, test_size, train_size, seed, split_seed, drop_last, device,
-                         download, download_timeout, search_dirs, block_size)
+                         download, download_timeout, search_dirs, batches_per_block)
 
     def _classes(self) -> list[str]:
         return list(FashionMNIST.classes)

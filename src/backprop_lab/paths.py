@@ -1,13 +1,16 @@
-"""Where things live: the project root and the run folder, as OmegaConf resolvers for conf/.
-
-Registered on import; the entry points import this (through cli) before Hydra composes a config.
+"""Where things live: the project root and the run folder (OmegaConf resolvers for conf/, registered
+on import; the entry points import this through cli before Hydra composes a config), and how files
+in a run folder are written (atomically).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from omegaconf import OmegaConf
 
@@ -40,9 +43,38 @@ if not OmegaConf.has_resolver("run_dir"):
     OmegaConf.register_new_resolver("run_dir", run_dir)
 
 
+TMP_SUFFIX = ".partial"
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write `path` through a temporary file beside it, flushed to disk, then renamed over it.
+
+    The rename is atomic within one filesystem, which is why the temporary file lives in the same
+    folder (a rename from /tmp, often another filesystem, would be a copy). A process killed
+    midway leaves the old file intact and at most a hidden `.<name>.*.partial` beside it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_partial_writes(folder: Path) -> list[Path]:
+    """Delete what killed `atomic_write`s left in `folder`; returns what was removed."""
+    stale = sorted(folder.glob(f".*{TMP_SUFFIX}")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
-    """metrics.json, written to a temporary file and renamed so a reader never sees half of it."""
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(out / "metrics.json")
+    """metrics.json, written atomically so a reader never sees half of it."""
+    atomic_write(out / "metrics.json", lambda f: f.write((json.dumps(metrics, indent=2) + "\n").encode()))

@@ -25,11 +25,12 @@ from backprop_lab import config
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from backprop_lab.callbacks import DivergenceGuard, EpochHistory, GracefulInterrupt
+from backprop_lab.checkpoint_io import AtomicCheckpointIO
 from backprop_lab.cli import is_multirun
 from backprop_lab.errors import Interrupted, TrainingStopped
 from backprop_lab.evaluation import check_resume, load_checkpoint
 from backprop_lab.lit_module import LitMLP
-from backprop_lab.paths import write_metrics
+from backprop_lab.paths import remove_partial_writes, write_metrics
 from backprop_lab.visuals import LayerGradients, Pictures
 
 log = logging.getLogger("backprop_lab")
@@ -89,7 +90,8 @@ def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoin
         Pictures(cfg.log.pictures_every_n_epochs),
     ]
     logger = TensorBoardLogger(save_dir=out, name="", version="", default_hp_metric=False)
-    trainer_kwargs: dict[str, Any] = {"default_root_dir": str(out), "logger": logger, "callbacks": callbacks}
+    trainer_kwargs: dict[str, Any] = {"default_root_dir": str(out), "logger": logger, "callbacks": callbacks,
+                                      "plugins": [AtomicCheckpointIO()]}
     if quiet:
         trainer_kwargs.update(enable_progress_bar=False, enable_model_summary=False)
     elif cfg.trainer.get("enable_progress_bar", True):
@@ -125,6 +127,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test with the best checkpoint, write metrics.json into the run folder, return the metrics."""
     config.check(cfg)
     out = Path(cfg.paths.output_dir)
+    for stale in remove_partial_writes(out / "checkpoints"):
+        log.warning("removed %s, left by a process killed while saving a checkpoint", stale)
     ckpt_path = resume_path(cfg.get("ckpt_path"), out)
     if ckpt_path:
         load_checkpoint(ckpt_path)  # a missing or foreign file fails before any data is read
