@@ -23,7 +23,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from backprop_lab import costs, steps
-from backprop_lab.data import Block
+from backprop_lab.loader import Block
 from backprop_lab.models import MODELS
 
 SCHEDULER_KEYS = ("interval", "frequency", "monitor")  # Lightning's keys, not the scheduler's

@@ -144,7 +144,8 @@ class ManualMLP(_MLPMixin, nn.Module):
         with backprop.without_autocast(x.device.type):
             z, a = backprop.forward(x, Ws, bs, self.activation)  # z^L, [a^0..a^(L-1)]
             C, delta = costs.base_case(z, y, cost, self.output)  # delta^L
-            grads, _ = backprop.backward(delta, a, Ws, self.activation, [p.requires_grad for p in params])
+            needs = [p.requires_grad for p in params]
+            grads, _ = backprop.backward(delta, a, Ws, self.activation, None if all(needs) else needs)
         for p, g in zip(params, grads):
             if g is None:
                 continue
