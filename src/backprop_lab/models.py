@@ -106,12 +106,12 @@ class ManualMLP(_MLPMixin, nn.Module):
     @property
     def W(self) -> list[Tensor]:
         """[W^1, ..., W^L], each (n_l, n_(l-1))."""
-        return [layer.weight for layer in self._modules.values()]
+        return [layer._parameters["weight"] for layer in self._modules.values()]  # not .weight: 20x faster
 
     @property
     def b(self) -> list[Tensor]:
         """[b^1, ..., b^L], each (n_l,)."""
-        return [layer.bias for layer in self._modules.values()]
+        return [layer._parameters["bias"] for layer in self._modules.values()]
 
     def _params(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """x flattened and [W^l], [b^l], in float32 under autocast (the textbook math never runs in
@@ -133,19 +133,19 @@ class ManualMLP(_MLPMixin, nn.Module):
         with backprop.without_autocast(z.device.type):
             return costs.manual_cost(z, y, cost, self.output)
 
-    @torch.no_grad()
     def backprop(self, x: Tensor, y: Tensor, cost: str) -> tuple[Tensor, Tensor]:
         """Forward, cost and backward of one mini-batch in one pass, without autograd: adds dC/dW^l and
         dC/db^l to each parameter's .grad as `loss(self(x), y, cost).backward()` would, through the
         same functions (identical gradients), without building a graph. Returns (C, z^L), detached."""
         costs.check(cost, self.output)
-        x, Ws, bs = self._params(x)
-        params = [p for layer in self._modules.values() for p in (layer.weight, layer.bias)]
-        with backprop.without_autocast(x.device.type):
-            z, a = backprop.forward(x, Ws, bs, self.activation)  # z^L, [a^0..a^(L-1)]
-            C, delta = costs.base_case(z, y, cost, self.output)  # delta^L
-            needs = [p.requires_grad for p in params]
-            grads, _ = backprop.backward(delta, a, Ws, self.activation, None if all(needs) else needs)
+        params = [p for W, b in zip(self.W, self.b) for p in (W, b)]
+        with torch.no_grad():
+            x, Ws, bs = self._params(x)
+            with backprop.without_autocast(x.device.type):
+                z, a = backprop.forward(x, Ws, bs, self.activation)  # z^L, [a^0..a^(L-1)]
+                C, delta = costs.base_case(z, y, cost, self.output)  # delta^L
+                needs = [p.requires_grad for p in params]
+                grads, _ = backprop.backward(delta, a, Ws, self.activation, None if all(needs) else needs)
         for p, g in zip(params, grads):
             if g is None:
                 continue
