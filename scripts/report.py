@@ -4,6 +4,10 @@ Trains every experiment in conf/experiment/ (runs in outputs/report/<mode>-<data
 one PNG per claim and results.md into --out (default: docs/ for the full report on the embedded
 digits, docs/<data>/ for other data, docs/quick/ for --quick). --quick: few epochs, a few minutes.
 --tiny: 200 images and 1 epoch (for tests). --reuse: keep runs whose config is unchanged.
+--readme PATH: also replace the text between PATH's `<!-- results:begin -->` and `<!-- results:end -->`
+lines with the results summary (default: README.md for the full report on the embedded digits into
+docs/, no README otherwise); --no-readme: never. A README without the markers is an error, reported
+before any training.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny MLPs: threads only add ove
 
 import torch  # noqa: E402
 
+from backprop_lab.cli import fail  # noqa: E402
+from backprop_lab.errors import ConfigError  # noqa: E402
 from backprop_lab.paths import PROJECT_ROOT  # noqa: E402
 from backprop_lab.report import build  # noqa: E402
 
@@ -31,8 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder for results.md and the figures")
     parser.add_argument("--runs", help="folder for the training runs (default: outputs/report/<mode>-<data>)")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs whose config is unchanged")
+    readme = parser.add_mutually_exclusive_group()
+    readme.add_argument("--readme", help="README whose results markers get the summary (default: README.md for "
+                        "the full report on the embedded digits into docs/)")
+    readme.add_argument("--no-readme", action="store_true", help="write no README summary")
     args = parser.parse_args(argv)
     mode_name = args.mode or "full"
+    if args.readme is None and not args.no_readme and mode_name == "full" and args.data == "mnist_subset" \
+            and args.out is None:
+        args.readme = str(PROJECT_ROOT / "README.md")
     if args.out is None:  # docs/ for the full report on the embedded digits, else a subfolder
         sub = mode_name if mode_name != "full" else "" if args.data == "mnist_subset" else args.data
         args.out = str(PROJECT_ROOT / "docs" / sub)
@@ -43,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("backprop_lab").setLevel(logging.WARNING)
-    md = build(mode_name, args.data, args.out, args.runs, args.reuse, echo=lambda s: print(s, flush=True))
+    try:
+        md = build(mode_name, args.data, args.out, args.runs, args.reuse, echo=lambda s: print(s, flush=True),
+                   readme=args.readme)
+    except ConfigError as e:
+        fail(str(e))
     print(md)
     return 0
 

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
 import hydra.utils
 import pytest
 
-from backprop_lab.errors import Diverged
+from backprop_lab.errors import ConfigError, Diverged
 from backprop_lab.gradients import at_init, delta_norms, first_images
 from backprop_lab.models import ReferenceMLP
 from backprop_lab.report import EXPERIMENTS, build, full_history, sweep_variants
 from backprop_lab.report import compose_cfg as compose_plain
+from backprop_lab.report_markdown import BEGIN, END, write_readme
 from backprop_lab.training import build_module, train
-from conftest import CONF, compose_cfg
+from conftest import CONF, ROOT, compose_cfg, run_script
 
 NAMES = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
@@ -64,6 +66,16 @@ def test_book_settings_are_translated(tmp_path):
     assert lrs == {"mse": 1.5, "cross_entropy": 0.5}
 
 
+def test_optimizers_compare_at_one_step_size():
+    """Momentum's claim is tested fairly: the SGD family at one lr, momentum 0.9 (10x the effective step), Adam at 1e-3."""
+    opt = {o: compose_plain(["experiment=optimizers", f"optimizer={o}"]).optimizer
+           for o in ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")}
+    assert opt["sgd"].lr == opt["momentum"].lr == opt["nesterov"].lr == 0.05
+    assert opt["momentum"].momentum == opt["nesterov"].momentum == 0.9 and opt["nesterov"].nesterov
+    assert opt["adam"].lr == 0.001 and all(o.lr > 0 for o in opt.values())
+    assert compose_plain(["experiment=optimizers", "optimizer=sgd", "optimizer.lr=0.5"]).optimizer.lr == 0.5
+
+
 def test_delta_norms_are_the_true_bias_gradients(tmp_path):
     """The hand-written backward and autograd agree on ||dC/db^l||, and .grad is left alone."""
     cfg = compose_cfg(tmp_path, "experiment=vanishing_gradients", "model.hidden=[30,30]")
@@ -102,9 +114,18 @@ def test_full_history_recovers_epochs_lost_to_the_best_checkpoint(tmp_path):
     assert full_history(tmp_path, metrics) is metrics["history"]
 
 
-def test_report_writes_every_figure_and_table(tmp_path):
-    md = build("tiny", "mnist_subset", tmp_path / "docs", tmp_path / "runs", echo=lambda s: None)
-    text = md.read_text()
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    """One --tiny report for the tests below, writing its summary into a copy of the project's README."""
+    root = tmp_path_factory.mktemp("report")
+    before = (ROOT / "README.md").read_bytes()
+    (root / "README.md").write_bytes(before)
+    md = build("tiny", "mnist_subset", root / "docs", root / "runs", echo=lambda s: None, readme=root / "README.md")
+    return SimpleNamespace(root=root, md=md, readme=root / "README.md", before=before)
+
+
+def test_report_writes_every_figure_and_table(tiny_report):
+    tmp_path, text = tiny_report.root, tiny_report.md.read_text()
     pictures = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", text)
     assert len(set(pictures)) == 9
     for name in pictures:
@@ -114,7 +135,48 @@ def test_report_writes_every_figure_and_table(tmp_path):
         assert f"## {heading}" in text
     assert "| nielsen_ch1 (test/acc) |" in text and "95.42%" in text and "0.00298" in text
     assert "python train.py -m experiment=optimizers data=mnist_subset" in text
+    # plain SGD at momentum's effective step 0.05 / (1 - 0.9) runs as a control, and the verdict is measured
+    assert "| `optimizer=sgd optimizer.lr=0.5` |" in text
+    assert re.search(r"`optimizer=momentum` against plain SGD at the same lr 0\.05: val/acc after epoch 1 "
+                     r"[\d.]+% vs [\d.]+%, [+-][\d.]+ points \((beat|lost|level)", text)
     tracked = tmp_path / "runs" / "vanishing_gradients" / "activation=sigmoid,model.hidden=[30,30,30,30]"
     norms = json.loads((tracked / "delta_norms.json").read_text())["delta_norms"]
     assert len(norms) == 2 and all(len(n) == 5 for n in norms)  # at init and after the one epoch; 4 hidden + output
     assert not list(tmp_path.glob("*.png"))  # nothing outside --out
+
+
+def test_report_replaces_only_the_readme_results_region(tiny_report):
+    before, after = tiny_report.before, tiny_report.readme.read_bytes()
+    start, end = before.index(BEGIN.encode()) + len(BEGIN), before.index(END.encode())
+    assert after[:start] == before[:start]  # byte for byte up to and including the begin marker
+    assert after.endswith(before[end:])  # and from the end marker on
+    region = after[start:len(after) - len(before) + end].decode()
+    assert region != before[start:end].decode() and region.startswith("\n") and region.endswith("\n")
+    assert "| Claim | Ours | Published | Command | Verdict |" in region and re.search(r"\(tiny mode, \d+ runs\)", region)
+    assert "| 95.42% | `python train.py experiment=nielsen_ch1 data=mnist_subset" in region
+    assert "momentum speeds up learning" in region and "plain SGD at the same lr 0.05" in region
+    figures = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", region)
+    assert len(figures) == 9 and all((tiny_report.root / f).is_file() for f in figures)  # relative to the README
+    write_readme(tiny_report.readme, region)  # the same summary again: the same file
+    assert tiny_report.readme.read_bytes() == after
+
+
+@pytest.mark.parametrize("text", ["# project\n\n## Results\n\nhand-typed numbers\n",
+                                  f"## Results\n{END}\nold\n{BEGIN}\n", f"{BEGIN}\nno end marker\n"])
+def test_readme_without_markers_is_an_error_not_an_edit(tmp_path, text):
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    with pytest.raises(ConfigError, match="markers") as e:
+        write_readme(readme, "new results")
+    assert "\n" not in str(e.value) and readme.read_text() == text
+
+
+def test_report_script_checks_the_readme_before_training(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# project\n")
+    result = run_script("scripts/report.py", "--tiny", "--readme", str(readme), "--out", str(tmp_path / "docs"),
+                        "--runs", str(tmp_path / "runs"))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "(add them, or pass --no-readme)" in result.stderr
+    assert readme.read_text() == "# project\n" and not (tmp_path / "runs").exists() and not (tmp_path / "docs").exists()
