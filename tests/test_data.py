@@ -405,12 +405,15 @@ def unblock(items) -> list[list[int]]:
     return out
 
 
+def loader_at(epoch: int, **kw) -> InMemoryLoader:
+    dl = loader(**kw)
+    dl.set_epoch(epoch)
+    return dl
+
+
 def test_blocks_hold_the_same_batches_in_the_same_order():
-    plain = loader()
-    plain.set_epoch(2)
-    expected = unblock(plain)
-    blocks = loader(block=4)
-    blocks.set_epoch(2)
+    expected = unblock(loader_at(2))
+    blocks = loader_at(2, block=4)
     items = list(blocks)
     assert [tuple(b.y.shape) for b in items] == [(4, 10), (4, 10), (2, 10), (1, 3)]  # the partial batch alone
     assert len(blocks) == 4 and unblock(items) == expected
@@ -423,11 +426,8 @@ def test_blocks_hold_the_same_batches_in_the_same_order():
 
 
 def test_resume_mid_epoch_with_another_block_length():
-    full = loader()
-    full.set_epoch(1)
-    expected = unblock(full)
-    first = loader(block=3)
-    first.set_epoch(1)
+    expected = unblock(loader_at(1))
+    first = loader_at(1, block=3)
     it = iter(first)
     got = unblock([next(it), next(it)])  # 6 mini-batches
     for block in (None, 4):  # resume the same position with plain batches, or other blocks
