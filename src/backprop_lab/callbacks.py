@@ -145,11 +145,12 @@ class DivergenceGuard(L.Callback):
 
 
 class GracefulInterrupt(L.Callback):
-    """Ctrl-C (SIGINT) or SIGTERM: finish the current step, save `ckpt_path`, stop.
+    """Ctrl-C (SIGINT) or SIGTERM: finish the current training_step (a block of at most
+    data.batches_per_block optimizer steps), save `ckpt_path`, stop.
 
-    Lightning already turns SIGTERM into a clean stop at the next step boundary; SIGINT is routed
-    the same way, so the checkpoint always holds a whole step and resuming continues exactly. A
-    second Ctrl-C stops at once.
+    Lightning already turns SIGTERM into a clean stop after the current training_step; SIGINT is
+    routed the same way, so the checkpoint always holds whole steps and resuming continues exactly.
+    A second Ctrl-C stops at once.
     """
 
     def __init__(self, ckpt_path: str) -> None:
@@ -166,7 +167,7 @@ class GracefulInterrupt(L.Callback):
         self.signal_name = "SIGINT"
         signal.signal(signal.SIGINT, self._previous)
         self._trainer._signal_connector.received_sigterm = True
-        log.warning("Ctrl-C: stopping after this step and saving a checkpoint (press again to quit at once)")
+        log.warning("Ctrl-C: stopping after this block of steps and saving a checkpoint (press again to quit at once)")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()

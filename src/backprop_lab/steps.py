@@ -7,7 +7,7 @@
 torch optimizer) and nothing else. Everywhere else (DDP, 16-bit with a GradScaler, other
 precision plugins) `LitMLP` uses Lightning's own path. This is the one file that touches
 Lightning internals (`_on_before_step`/`_on_after_step` of the LightningOptimizer, the loop's
-`_batches_that_stepped`); tests/test_training.py checks the step counts and logger steps they give.
+`_batches_that_stepped`); tests/test_steps.py checks the step counts and logger steps they give.
 """
 
 from __future__ import annotations
