@@ -96,12 +96,12 @@ class DivergenceGuard(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         norms, self._norms = self._norms, []
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is None:
+        out = outputs if isinstance(outputs, dict) else {"loss": outputs}
+        if out.get("loss") is None:
             return
-        loss = loss.detach().float().reshape(-1)  # (k,) one per step of the block
+        loss = out["loss"].detach().float().reshape(-1)  # (k,) one per step of the block
         k = len(loss)
-        first = outputs.get("first_step", trainer.global_step - k) if isinstance(outputs, dict) else trainer.global_step - k
+        first = out.get("first_step", trainer.global_step - k)
         if self._limit is None:
             self._limit = loss[0].abs() * self.loss_factor if self.loss_factor else torch.tensor(float("inf"), device=loss.device)
         bad = ~torch.isfinite(loss) | (loss.abs() > self._limit)  # (k,)

@@ -179,7 +179,7 @@ class LitMLP(L.LightningModule):
         sched_cfg = {k: v for k, v in self.hparams.scheduler.items() if k not in (*SCHEDULER_KEYS, "_partial_")}
         scheduler = hydra.utils.instantiate(sched_cfg, optimizer=optimizer)
         # `monitor` stays here: under manual optimization Lightning drops it (we step the schedulers).
-        extra = {k: self.hparams.scheduler[k] for k in ("interval", "frequency") if k in self.hparams.scheduler}
+        extra = {k: self.hparams.scheduler[k] for k in SCHEDULER_KEYS if k != "monitor" and k in self.hparams.scheduler}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **extra}}
 
     def _step_schedulers(self, interval: str) -> None:

@@ -113,18 +113,17 @@ class ManualMLP(_MLPMixin, nn.Module):
         """[b^1, ..., b^L], each (n_l,)."""
         return [layer._parameters["bias"] for layer in self._modules.values()]
 
-    def _params(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    def _inputs(self, x: Tensor, Ws: list[Tensor], bs: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """x flattened and [W^l], [b^l], in float32 under autocast (the textbook math never runs in
         half precision: both passes cast the way torch.amp.custom_fwd(cast_inputs=float32) would)."""
         if x.dim() != 2:
             x = x.flatten(1)
-        Ws, bs = self.W, self.b
         if torch.is_autocast_enabled(x.device.type):
             x, Ws, bs = x.float(), [W.float() for W in Ws], [b.float() for b in bs]
         return x, Ws, bs
 
     def forward(self, x: Tensor) -> Tensor:
-        x, Ws, bs = self._params(x)
+        x, Ws, bs = self._inputs(x, self.W, self.b)
         with backprop.without_autocast(x.device.type):
             return Backprop.apply(x, self.activation, *(p for W, b in zip(Ws, bs) for p in (W, b)))
 
@@ -138,9 +137,10 @@ class ManualMLP(_MLPMixin, nn.Module):
         dC/db^l to each parameter's .grad as `loss(self(x), y, cost).backward()` would, through the
         same functions (identical gradients), without building a graph. Returns (C, z^L), detached."""
         costs.check(cost, self.output)
-        params = [p for W, b in zip(self.W, self.b) for p in (W, b)]
+        W, b = self.W, self.b
+        params = [p for W_l, b_l in zip(W, b) for p in (W_l, b_l)]
         with torch.no_grad():
-            x, Ws, bs = self._params(x)
+            x, Ws, bs = self._inputs(x, W, b)
             with backprop.without_autocast(x.device.type):
                 z, a = backprop.forward(x, Ws, bs, self.activation)  # z^L, [a^0..a^(L-1)]
                 C, delta = costs.base_case(z, y, cost, self.output)  # delta^L

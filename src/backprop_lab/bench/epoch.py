@@ -135,10 +135,12 @@ def floor_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tup
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1, limit_val_batches=0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        trainer.fit(Bare(), datamodule=dm)
-    dm.batches_per_block = batches_per_block
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            trainer.fit(Bare(), datamodule=dm)
+    finally:
+        dm.batches_per_block = batches_per_block
     return timer.seconds[0], timer.steps
 
 
