@@ -1,4 +1,4 @@
-"""Speed and memory of the hand-written backprop: `python scripts/benchmark.py [--json PATH] [--tiny] [--device auto]`.
+"""Speed and memory of the hand-written backprop: `python scripts/benchmark.py [--json PATH] [--tiny] [--device cpu|cuda|both|auto]`.
 
 Measures, side by side in one run (medians of interleaved repeats after warm-up):
   manual_vs_reference_step         one SGD step, ManualMLP / ReferenceMLP (CPU, and CUDA when present)
@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, metavar="PATH", help="write every figure and raw time here")
     parser.add_argument("--tiny", action="store_true", help="almost no work: checks that every key is written")
-    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
-                        help="cuda adds the GPU measurements to the CPU ones; auto: cuda when available")
+    parser.add_argument("--device", choices=("cpu", "cuda", "both", "auto"), default="auto",
+                        help="where the steps and epochs run (cuda: the GPU only); auto: both with a GPU, else cpu")
     parser.add_argument("--repeats", type=int,
                         help="timed repeats per side of the step and textbook figures (default 15)")
     parser.add_argument("--epoch-repeats", type=int, help="timed Lightning/bare epoch pairs per batch size (default 5)")

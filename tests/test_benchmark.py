@@ -113,6 +113,26 @@ def test_cuda_without_a_gpu_is_a_one_line_error():
     assert "no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_device_choice_names_the_devices_measured(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.resolve_device("auto") == bench.resolve_device("cpu") == ["cpu"]
+    for device in ("cuda", "both"):
+        with pytest.raises(ValueError, match="no CUDA device"):
+            bench.resolve_device(device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert bench.resolve_device("auto") == bench.resolve_device("both") == ["cpu", "cuda"]
+    assert bench.resolve_device("cuda") == ["cuda"]
+    with pytest.raises(ValueError, match="choose cpu, cuda, both or auto"):
+        bench.resolve_device("tpu")
+
+
+def test_a_gpu_only_run_labels_no_targets(tiny):
+    r, _ = tiny
+    gpu_only = {**r, "manual_vs_reference_step": {"cuda": r["manual_vs_reference_step"]["cpu"]}}
+    assert bench.targets(gpu_only) == []
+    assert len(bench.targets(r)) == 1 + 2 * len(STEP_NAMES) + 2 + 1  # b10 <= 0.7, steps, saved bytes, epochs, textbook
+
+
 def test_saved_bytes_deduplicates_storages_and_can_exclude_parameters():
     class SaveTwice(torch.autograd.Function):
         @staticmethod

@@ -45,7 +45,11 @@ BAD_CONFIG = {
     "batch larger than the split": (["data.batch_size=301"], ["larger than the training split (300 examples)"]),
     "bad override syntax": (["model.hidden=[15"], ["model.hidden=[15"]),
     "resume from a missing checkpoint": (["ckpt_path=/nonexistent/last.ckpt"], ["does not exist"]),
+    "unknown precision": (["trainer.precision=bf17"], ["Precision 'bf17' is invalid", "trainer.* overrides"]),
+    "unknown strategy": (["+trainer.strategy=foo"], ["invalid strategy name", "trainer.* overrides"]),
 }
+if not torch.cuda.is_available():  # where there is a GPU, this is a valid choice
+    BAD_CONFIG["GPU asked for, none there"] = (["trainer.accelerator=gpu"], ["no CUDA GPU", "trainer=cpu"])
 
 
 @pytest.mark.parametrize("name", list(BAD_CONFIG))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from backprop_lab import activations, costs
@@ -68,6 +69,10 @@ def check(cfg: DictConfig) -> None:
     clip = cfg.trainer.get("gradient_clip_val")
     if clip is not None and clip != 0:
         _positive_number(clip, "trainer.gradient_clip_val")
+    accelerator = cfg.trainer.get("accelerator")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU "
+                          "(use trainer=cpu, or trainer.accelerator=auto to take a GPU when there is one)")
     if cfg.seed is not None and not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed} must be a whole number (e.g. seed=42)")
 

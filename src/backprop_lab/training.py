@@ -17,6 +17,7 @@ import hydra.utils
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -27,7 +28,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from backprop_lab.callbacks import DivergenceGuard, EpochHistory, GracefulInterrupt
 from backprop_lab.checkpoint_io import AtomicCheckpointIO
 from backprop_lab.cli import is_multirun
-from backprop_lab.errors import Interrupted, TrainingStopped
+from backprop_lab.errors import ConfigError, Interrupted, TrainingStopped
 from backprop_lab.evaluation import check_resume, load_checkpoint
 from backprop_lab.lit_module import LitMLP
 from backprop_lab.paths import remove_partial_writes, write_metrics
@@ -101,7 +102,11 @@ def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoin
             trainer_kwargs["enable_progress_bar"] = False
     # Clipping is the module's job under manual optimization (build_module passes it on).
     trainer_cfg = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in CLIP_KEYS}
-    trainer = hydra.utils.instantiate(trainer_cfg, **trainer_kwargs)
+    try:
+        trainer = hydra.utils.instantiate(trainer_cfg, **trainer_kwargs)
+    except InstantiationException as e:  # Lightning's own checks: devices, strategy, precision, unknown keys
+        raise ConfigError(f"the trainer cannot be built: {e.__cause__ or e} (check the trainer.* overrides: "
+                          "accelerator, devices, strategy, precision)") from None
     return trainer, checkpoint, history, interrupt
 
 

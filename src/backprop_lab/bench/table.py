@@ -94,5 +94,6 @@ def format_table(r: dict[str, Any]) -> str:
         + (" (TINY: the figures mean nothing)" if r["settings"]["tiny"] else ""),
         "",
     ]
-    tail = ["", f"targets met: {passed} of {len(r['targets'])}   ({r['elapsed_s']:.0f} s)"]
+    met = f"targets met: {passed} of {len(r['targets'])}" if r["targets"] else "targets: none (they are CPU targets)"
+    tail = ["", f"{met}   ({r['elapsed_s']:.0f} s)"]
     return "\n".join(head + lines + tail)
