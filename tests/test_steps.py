@@ -107,3 +107,71 @@ def test_a_nan_gradient_stops_training_at_its_own_step(tmp_path, monkeypatch, bl
     monkeypatch.setattr(training, "build_trainer", with_nan)
     with pytest.raises(Diverged, match="a gradient became NaN or infinite at step 7 "):
         train(compose_cfg(tmp_path, f"data.batches_per_block={block}"))
+
+
+def _twin_optimizers(name: str):
+    torch.manual_seed(0)
+    make = {"sgd": lambda ps: torch.optim.SGD(ps, lr=0.1),
+            "momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
+            "adam": lambda ps: torch.optim.Adam(ps, lr=0.01)}[name]
+    a = [torch.randn(5, 3, requires_grad=True), torch.randn(5, requires_grad=True)]
+    b = [p.detach().clone().requires_grad_(True) for p in a]
+    return a, make(a), b, make(b)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_stepper_steps_and_clears_like_step_and_zero_grad(name):
+    a, opt_a, b, opt_b = _twin_optimizers(name)
+    stepper = steps.Stepper(opt_a)
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in a]
+        for pa, pb, g in zip(a, b, grads):
+            pa.grad, pb.grad = g.clone(), g.clone()
+        stepper()
+        opt_b.step()
+        opt_b.zero_grad()
+        assert all(p.grad is None for p in a)
+        for pa, pb in zip(a, b):
+            assert torch.equal(pa, pb)
+
+
+def test_stepper_keeps_torch_step_while_hooks_or_a_profiler_need_it():
+    a, opt, _, _ = _twin_optimizers("sgd")
+    calls = []
+    handle = opt.register_step_post_hook(lambda *args: calls.append(1))
+    with_hook = steps.Stepper(opt)
+    for p in a:
+        p.grad = torch.ones_like(p)
+    with_hook()
+    assert calls == [1]
+    handle.remove()
+    for p in a:
+        p.grad = torch.ones_like(p)
+    steps.Stepper(opt)()  # no hook now: the plain step, nothing calls the removed hook
+    assert calls == [1]
+    with torch.profiler.profile() as prof:
+        stepper = steps.Stepper(opt)
+        for p in a:
+            p.grad = torch.ones_like(p)
+        stepper()
+    assert any(e.name.startswith("Optimizer.step#SGD.step") for e in prof.events())
+
+
+def test_optimizer_step_hooks_run_at_every_step_of_the_lean_path(tmp_path, monkeypatch):
+    class CountSteps(L.Callback):
+        calls = 0
+
+        def on_train_start(self, trainer, pl_module):
+            trainer.optimizers[0].register_step_post_hook(lambda *args: setattr(CountSteps, "calls", CountSteps.calls + 1))
+
+    cfg = compose_cfg(tmp_path, "log.pictures_every_n_epochs=0", "trainer.max_epochs=2", "data.batches_per_block=7")
+    original = training.build_trainer
+
+    def with_counter(*args, **kwargs):
+        trainer, *rest = original(*args, **kwargs)
+        trainer.callbacks.append(CountSteps())
+        return (trainer, *rest)
+
+    monkeypatch.setattr(training, "build_trainer", with_counter)
+    train(cfg)
+    assert CountSteps.calls == 2 * EPOCH

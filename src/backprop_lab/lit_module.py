@@ -98,12 +98,12 @@ class LitMLP(L.LightningModule):
             x, y = x[: max(0, max_steps - s0)], y[: max(0, max_steps - s0)]
         opt = self.optimizers()
         cost = self.hparams.cost
-        losses, preds = [], []
+        stepper = steps.Stepper(opt.optimizer) if self._lean else None
+        losses, outputs = [], []
         for xb, yb in zip(x, y):  # (B, n_0), (B,)
-            if self._lean:
+            if stepper is not None:
                 C, z = self.net.backprop(xb, yb, cost)  # gradients in .grad
-                steps.lean_step(opt, self._hooks)
-                opt.optimizer.zero_grad()
+                steps.lean_step(opt, self._hooks, stepper)
             else:
                 z = self.net(xb)
                 C = self.net.loss(z, yb, cost)
@@ -113,13 +113,14 @@ class LitMLP(L.LightningModule):
             if self._step_interval:
                 self._step_schedulers("step")
             losses.append(C.detach())
-            preds.append(z.detach().argmax(dim=1))  # the decision: argmax of the output
+            outputs.append(z.detach())
         if not losses:
             return {}
         steps.count_steps_for_loggers(self.trainer, len(losses))
         C = torch.stack(losses)  # (k,) one cost per step
+        preds = torch.stack(outputs).argmax(dim=2)  # (k, B) the decision: argmax of the output
         self.train_loss.update(C)
-        self.train_acc.update(torch.cat(preds), y[: len(losses)].flatten())
+        self.train_acc.update(preds.flatten(), y[: len(losses)].flatten())
         self._log_step_losses(C, s0)
         return {"loss": C, "first_step": s0}
 
