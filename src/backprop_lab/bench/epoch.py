@@ -94,7 +94,7 @@ def lightning_epoch(data: Data, batch_size: int, device: str, train_size: int | 
 
 def plain_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tuple[float, int]:
     """The same epoch as a bare loop: ManualMLP 784-30-10, SGD(lr=0.5), the same InMemoryLoader batches,
-    and the same step as LitMLP's (`make_step`: `backprop`, optimizer step, zero_grad)."""
+    and the same step as LitMLP's (`make_step`: `backprop`, then the optimizer step and zero_grad through `Stepper`)."""
     from backprop_lab.loader import InMemoryLoader
 
     x, y = data.datamodule.train_x.to(device), data.datamodule.train_y.to(device)

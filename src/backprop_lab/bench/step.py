@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from backprop_lab.bench.data import Data
 from backprop_lab.bench.settings import COST, LR, MODELS, Budget
 from backprop_lab.bench.timing import Pair, _steps_timer, calibrate, interleave_all
+from backprop_lab.steps import Stepper
 
 
 def make_model(kind: str, sizes: Sequence[int], device: torch.device | str = "cpu", seed: int = 0) -> nn.Module:
@@ -23,18 +24,20 @@ def make_model(kind: str, sizes: Sequence[int], device: torch.device | str = "cp
 def make_step(model: nn.Module, lr: float = LR, autograd: bool = False) -> Callable[[Tensor, Tensor], Tensor]:
     """One training step as `LitMLP` runs it on one device: `model.backprop` (forward, cost, backward:
     the hand-written pass without a graph for ManualMLP, autograd for ReferenceMLP), then
-    torch.optim.SGD's step and zero_grad. `autograd=True`: `loss(model(x)).backward()` instead
-    (for ManualMLP, the autograd Function path that DDP uses)."""
+    torch.optim.SGD's step and zero_grad through `steps.Stepper`. `autograd=True`: `loss(model(x)).backward()`
+    and `opt.step(); opt.zero_grad()` instead (for ManualMLP, the autograd Function path that DDP uses)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
+    stepper = Stepper(opt)
 
     def step(x: Tensor, y: Tensor) -> Tensor:
         if autograd:
             C = model.loss(model(x), y, COST)
             C.backward()
+            opt.step()
+            opt.zero_grad()
         else:
             C, _ = model.backprop(x, y, COST)
-        opt.step()
-        opt.zero_grad()
+            stepper()
         return C
 
     return step
