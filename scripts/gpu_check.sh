@@ -14,10 +14,13 @@ cd "$(dirname "$0")/.."
 out=${1:-${OUT:-outputs/gpu_check}}
 runs=${RUNS_DIR:-/tmp/gpu_check_runs}
 mkdir -p "$out" "$runs"
-if [ -z "${PY:-}" ]; then make .venv/.installed-stamp >/dev/null && PY=.venv/bin/python; fi
-export PYTHONUNBUFFERED=1
 deadline=$(( $(date +%s) + ${BUDGET_S:-480} ))
 log="$out/gpu_check.log"
+if [ -z "${PY:-}" ]; then
+  make .venv/.installed-stamp >/dev/null || { echo "error: building .venv failed (or pass PY=python3)" | tee -a "$log"; exit 1; }
+  PY=.venv/bin/python
+fi
+export PYTHONUNBUFFERED=1
 
 step() { echo "== $(date +%T) $*" | tee -a "$log"; }
 # left CAP: seconds for the next step, at most CAP and never past the deadline
@@ -25,12 +28,12 @@ left() { local rest=$(( deadline - $(date +%s) )); [ "$rest" -lt "$1" ] && echo 
 bounded() {  # bounded CAP FILE CMD...: run CMD with a time limit, output to FILE, its tail to the log
   local cap; cap=$(left "$1"); local file=$2; shift 2
   if [ "$cap" -le 5 ]; then echo "skipped (no time left): $*" | tee -a "$log"; return; fi
-  timeout "$cap" "$@" > "$file" 2>&1; local rc=$?
+  timeout -k 10 "$cap" "$@" > "$file" 2>&1; local rc=$?  # -k: train.py catches SIGTERM to save
   tail -4 "$file" | tee -a "$log"; echo "exit $rc$([ $rc = 124 ] && echo ' (timed out)')" | tee -a "$log"
 }
 
 step "machine"
-{ nvidia-smi; $PY - <<'EOF'
+{ timeout 30 nvidia-smi; timeout -k 5 60 $PY - <<'EOF'
 import sys, torch, lightning, hydra
 print(sys.version)
 print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cuda.get_device_name() if torch.cuda.is_available() else None)
@@ -50,11 +53,12 @@ names=()
 for spec in "bf16:trainer=gpu trainer.precision=bf16-mixed" "fp32:trainer=gpu trainer.precision=32-true" \
             "fp16:trainer=gpu trainer.precision=16-mixed" "ddp1:trainer=ddp trainer.accelerator=gpu trainer.devices=1"; do
   name=${spec%%:*}; names+=("$name")
+  rm -rf "${runs:?}/$name"  # never report an earlier run's metrics.json
   # shellcheck disable=SC2086
   bounded 75 "$runs/$name.log" $PY train.py data=fashion_mnist data.batch_size=100 model.hidden=[100] \
     trainer.max_epochs=3 trainer.enable_progress_bar=false ${spec#*:} hydra.run.dir="$runs/$name"
 done
-$PY - "$runs" "$out/train_runs.json" "${names[@]}" <<'EOF'
+timeout -k 5 60 $PY - "$runs" "$out/train_runs.json" "${names[@]}" <<'EOF'
 import json, sys
 from pathlib import Path
 runs, dest, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]

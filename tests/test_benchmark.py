@@ -130,6 +130,10 @@ def test_a_gpu_only_run_labels_no_targets(tiny):
     r, _ = tiny
     gpu_only = {**r, "manual_vs_reference_step": {"cuda": r["manual_vs_reference_step"]["cpu"]}}
     assert bench.targets(gpu_only) == []
+    gpu_only = json.loads(json.dumps(r).replace('"cpu":', '"cuda":'))  # every per-device key on the GPU
+    gpu_only["targets"] = bench.targets(gpu_only)
+    table = bench.format_table(gpu_only)
+    assert "[cuda]" in table and "[cpu]" not in table and "targets: none (they are CPU targets)" in table
     assert len(bench.targets(r)) == 1 + 2 * len(STEP_NAMES) + 2 + 1  # b10 <= 0.7, steps, saved bytes, epochs, textbook
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -144,17 +145,41 @@ def test_stepper_keeps_torch_step_while_hooks_or_a_profiler_need_it():
         p.grad = torch.ones_like(p)
     with_hook()
     assert calls == [1]
+    assert not with_hook.plain
     handle.remove()
-    for p in a:
-        p.grad = torch.ones_like(p)
-    steps.Stepper(opt)()  # no hook now: the plain step, nothing calls the removed hook
-    assert calls == [1]
+    assert steps.Stepper(opt).plain  # no hook now: the plain step
     with torch.profiler.profile() as prof:
         stepper = steps.Stepper(opt)
         for p in a:
             p.grad = torch.ones_like(p)
         stepper()
-    assert any(e.name.startswith("Optimizer.step#SGD.step") for e in prof.events())
+    assert not stepper.plain
+    names = [e.name for e in prof.events()]
+    assert any(n.startswith("Optimizer.step#SGD.step") for n in names)
+    assert any(n.startswith("Optimizer.zero_grad#SGD.zero_grad") for n in names)
+
+
+def test_stepper_counts_steps_for_lr_schedulers_and_respects_other_replacements():
+    a, opt, _, _ = _twin_optimizers("sgd")
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)  # replaces opt.step with a counter
+    stepper = steps.Stepper(opt)
+    assert stepper.plain
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "lr_scheduler.step() before optimizer.step()" would raise
+        for _ in range(2):
+            for p in a:
+                p.grad = torch.ones_like(p)
+            stepper()
+            scheduler.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.25)
+    calls = []
+    inner_step = opt.step
+    opt.step = lambda *args, **kwargs: (calls.append(1), inner_step(*args, **kwargs))[1]  # anyone else's wrapper
+    replaced = steps.Stepper(opt)
+    for p in a:
+        p.grad = torch.ones_like(p)
+    replaced()
+    assert not replaced.plain and calls == [1]
 
 
 def test_optimizer_step_hooks_run_at_every_step_of_the_lean_path(tmp_path, monkeypatch):

@@ -48,10 +48,12 @@ def before_step_hooks(trainer: L.Trainer, module: L.LightningModule) -> list[Hoo
 
 
 class Stepper:
-    """`optimizer.step()` then `optimizer.zero_grad()`, without torch's wrapper around `step` while it
-    would only open a profiler range: no step hooks (the optimizer's or global) and no profiler
-    running. `zero_grad` becomes what it does by default, every `.grad` set to None. Made per block,
-    so a hook or profiler added between blocks takes the full path from the next block on."""
+    """`optimizer.step()` then `optimizer.zero_grad()`, without torch's wrappers while they would
+    only open a profiler range: no step hooks (the optimizer's or global), no profiler running, and
+    no other replacement of `optimizer.step` than an LR scheduler's call counter (whose flag is set
+    here, as its wrapper would). `zero_grad` then becomes what it does by default, every `.grad` set
+    to None. Made per block, so a hook or profiler added between blocks takes the full path from
+    the next block on."""
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
@@ -59,18 +61,23 @@ class Stepper:
         inner = getattr(wrapped, "__wrapped__", None) if getattr(wrapped, "hooked", False) else None
         hooks = (optimizer._optimizer_step_pre_hooks, optimizer._optimizer_step_post_hooks,
                  torch_optimizer._global_optimizer_pre_hooks, torch_optimizer._global_optimizer_post_hooks)
-        plain = inner is not None and not any(hooks) and not torch.autograd.profiler._is_profiler_enabled
-        self._step: Callable[[], Any] = (lambda: inner(optimizer)) if plain else optimizer.step
-        own_zero_grad = type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad
-        self._params = None if own_zero_grad else [p for g in optimizer.param_groups for p in g["params"]]
+        replaced = vars(optimizer).get("step")  # torch's LR schedulers put a call counter here
+        self._counted = replaced is not None and getattr(replaced, "_wrapped_by_lr_sched", False)
+        self.plain = (inner is not None and not any(hooks) and not torch.autograd.profiler._is_profiler_enabled
+                      and (replaced is None or self._counted)
+                      and type(optimizer).zero_grad is torch.optim.Optimizer.zero_grad)
+        self._step: Callable[[], Any] = (lambda: inner(optimizer)) if self.plain else optimizer.step
+        self._params = [p for g in optimizer.param_groups for p in g["params"]]
 
     def __call__(self) -> None:
         self._step()
-        if self._params is None:
+        if not self.plain:
             self.optimizer.zero_grad()
-        else:
-            for p in self._params:
-                p.grad = None
+            return
+        if self._counted:
+            self.optimizer._opt_called = True  # what the LR scheduler's wrapper records
+        for p in self._params:
+            p.grad = None
 
 
 def lean_step(opt: LightningOptimizer, hooks: list[Hook], stepper: Stepper) -> None:

@@ -106,7 +106,7 @@ def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoin
         trainer = hydra.utils.instantiate(trainer_cfg, **trainer_kwargs)
     except InstantiationException as e:  # Lightning's own checks: devices, strategy, precision, unknown keys
         raise ConfigError(f"the trainer cannot be built: {e.__cause__ or e} (check the trainer.* overrides: "
-                          "accelerator, devices, strategy, precision)") from None
+                          "accelerator, devices, strategy, precision)") from e  # BACKPROP_LAB_VERBOSE=1 shows e
     return trainer, checkpoint, history, interrupt
 
 

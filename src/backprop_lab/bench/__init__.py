@@ -176,7 +176,8 @@ def run(budget: Budget, device: str = "auto", log: Callable[[str], None] = lambd
         r["textbook_vs_project_epoch"][dev] = text["epoch_median_s"] / project
     r["textbook_vs_project_epoch_raw"] = {**text, "project_epoch_median_s": {
         dev: statistics.median(r["lightning_vs_plain_epoch_raw"][dev]["b10"]["lightning_s"]) for dev in devices}}
-    log(f"textbook: {r['textbook_vs_project_epoch']['cpu']:.2f} x the project's epoch")
+    log("textbook: " + ", ".join(f"{ratio:.2f} x the project's epoch on {dev}"
+                                 for dev, ratio in r["textbook_vs_project_epoch"].items()))
 
     if "cuda" in devices:
         r["cuda_throughput"] = cuda_throughput(data, budget)

@@ -25,7 +25,8 @@ def make_step(model: nn.Module, lr: float = LR, autograd: bool = False) -> Calla
     """One training step as `LitMLP` runs it on one device: `model.backprop` (forward, cost, backward:
     the hand-written pass without a graph for ManualMLP, autograd for ReferenceMLP), then
     torch.optim.SGD's step and zero_grad through `steps.Stepper`. `autograd=True`: `loss(model(x)).backward()`
-    and `opt.step(); opt.zero_grad()` instead (for ManualMLP, the autograd Function path that DDP uses)."""
+    and `opt.step(); opt.zero_grad()` instead (for ManualMLP, the autograd Function path, stepped as
+    under DDP, where Lightning's standard optimizer step runs)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     stepper = Stepper(opt)
 
