@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backprop_lab import ManualMLP, ReferenceMLP
+from backprop_lab import ManualMLP, ReferenceMLP, backprop
 from backprop_lab.backprop import Backprop
 from backprop_lab.costs import manual_cost
 
@@ -189,6 +189,20 @@ def test_direct_backprop_equals_the_autograd_function_bitwise(activation, output
     assert torch.equal(C_d, C_f.detach()) and torch.equal(z_d, z_f.detach())
     for pd, pf in zip(direct.parameters(), function.parameters()):
         assert torch.equal(pd.grad, pf.grad)
+
+
+def test_backward_can_release_each_activation_once_passed():
+    """`release=True` (the direct step's memory peak) empties the list and changes no gradient."""
+    torch.manual_seed(3)
+    Ws = [torch.randn(20, 784), torch.randn(15, 20), torch.randn(10, 15)]
+    bs = [torch.randn(20), torch.randn(15), torch.randn(10)]
+    z, a = backprop.forward(torch.rand(8, 784), Ws, bs, "tanh")
+    delta = torch.randn_like(z)
+    kept, _ = backprop.backward(delta, a, Ws, "tanh")
+    released, _ = backprop.backward(delta, a, Ws, "tanh", release=True)
+    assert a == [None, None, None]
+    for g_kept, g_released in zip(kept, released):
+        assert torch.equal(g_kept, g_released)
 
 
 def test_direct_backprop_accumulates_and_skips_frozen_parameters():

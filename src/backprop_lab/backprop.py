@@ -53,11 +53,14 @@ def forward(x: Tensor, Ws: Sequence[Tensor], bs: Sequence[Tensor], activation: s
 
 
 def backward(delta: Tensor, a: Sequence[Tensor], Ws: Sequence[Tensor | None], activation: str,
-             needs: Sequence[bool] | None = None, input_grad: bool = False) -> tuple[list[Tensor | None], Tensor | None]:
+             needs: Sequence[bool] | None = None, input_grad: bool = False,
+             release: bool = False) -> tuple[list[Tensor | None], Tensor | None]:
     """From delta^L = dC/dz^L: ([dC/dW^1, dC/db^1, ..., dC/dW^L, dC/db^L], dC/dx or None).
 
     `a[l]` is a^l (l = 0..L-1), `Ws[l]` is W^(l+1) (W^1 may be None unless `input_grad`);
     `needs[2l]`/`needs[2l+1]` say whether dC/dW^(l+1)/dC/db^(l+1) is wanted (default: all).
+    `release=True` empties the list `a` as the recursion passes each a^l, so that memory can go
+    back before the next layer's gradients are made (as autograd frees what each node saved).
     """
     act = activations.hidden(activation)
     L = len(a)
@@ -72,6 +75,8 @@ def backward(delta: Tensor, a: Sequence[Tensor], Ws: Sequence[Tensor | None], ac
             delta = act.times_df(delta @ Ws[l], a[l])  # (B, n_l) delta^l = (W^(l+1))^T delta^(l+1) * f'(z^l)
         elif input_grad:
             dx = delta @ Ws[0]  # (B, n_0) dC/dx = (W^1)^T delta^1
+        if release:
+            a[l] = None  # type: ignore[index]
     return grads, dx
 
 

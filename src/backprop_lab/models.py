@@ -145,7 +145,7 @@ class ManualMLP(_MLPMixin, nn.Module):
                 z, a = backprop.forward(x, Ws, bs, self.activation)  # z^L, [a^0..a^(L-1)]
                 C, delta = costs.base_case(z, y, cost, self.output)  # delta^L
                 needs = [p.requires_grad for p in params]
-                grads, _ = backprop.backward(delta, a, Ws, self.activation, None if all(needs) else needs)
+                grads, _ = backprop.backward(delta, a, Ws, self.activation, None if all(needs) else needs, release=True)
         for p, g in zip(params, grads):
             if g is None:
                 continue
