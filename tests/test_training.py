@@ -107,6 +107,8 @@ def test_tensorboard_has_scalars_and_real_hparams(make_cfg, tmp_path):
         assert tag in scalars, (tag, scalars)
     assert {"features/hidden_units", "test/misclassified", "test/confusion_matrix"} <= set(events.Tags()["images"])
     assert {"weights/W1", "grads/W1"} <= set(events.Tags()["histograms"])
+    first = events.Histograms("weights/W1")[0].histogram_value
+    assert len(first.bucket) == 64 + 1 and first.num == 15 * 784  # 64 equal bins after torch's empty first one
     assert "hp_metric" not in scalars
     hp = events.Scalars("hp/test_acc")
     assert hp[-1].value == pytest.approx(metrics["test/acc"], abs=1e-6)
