@@ -15,9 +15,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from backprop_lab import activations, costs
-from backprop_lab import backprop
-from backprop_lab.backprop import Backprop
+from backprop_lab import activations, backprop, costs
 
 
 def _normal(W: Tensor, b: Tensor) -> None:  # the book's ch. 1 init: N(0, 1) weights and biases
@@ -125,7 +123,7 @@ class ManualMLP(_MLPMixin, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x, Ws, bs = self._inputs(x, self.W, self.b)
         with backprop.without_autocast(x.device.type):
-            return Backprop.apply(x, self.activation, *(p for W, b in zip(Ws, bs) for p in (W, b)))
+            return backprop.Backprop.apply(x, self.activation, *(p for W, b in zip(Ws, bs) for p in (W, b)))
 
     def loss(self, z: Tensor, y: Tensor, cost: str) -> Tensor:
         """C(a^L, y) with the hand-written base case delta^L (in float32 under autocast, like the forward)."""

@@ -67,7 +67,7 @@ class Stepper:
                       and (replaced is None or self._counted)
                       and type(optimizer).zero_grad is torch.optim.Optimizer.zero_grad)
         self._step: Callable[[], Any] = (lambda: inner(optimizer)) if self.plain else optimizer.step
-        self._params = [p for g in optimizer.param_groups for p in g["params"]]
+        self._params = [p for g in optimizer.param_groups for p in g["params"]] if self.plain else []
 
     def __call__(self) -> None:
         self._step()

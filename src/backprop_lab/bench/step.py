@@ -30,18 +30,19 @@ def make_step(model: nn.Module, lr: float = LR, autograd: bool = False) -> Calla
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     stepper = Stepper(opt)
 
-    def step(x: Tensor, y: Tensor) -> Tensor:
-        if autograd:
-            C = model.loss(model(x), y, COST)
-            C.backward()
-            opt.step()
-            opt.zero_grad()
-        else:
-            C, _ = model.backprop(x, y, COST)
-            stepper()
+    def lean(x: Tensor, y: Tensor) -> Tensor:
+        C, _ = model.backprop(x, y, COST)
+        stepper()
         return C
 
-    return step
+    def through_autograd(x: Tensor, y: Tensor) -> Tensor:
+        C = model.loss(model(x), y, COST)
+        C.backward()
+        opt.step()
+        opt.zero_grad()
+        return C
+
+    return through_autograd if autograd else lean
 
 
 def step_pair(sizes: Sequence[int], batch_size: int, data: Data, budget: Budget, device="cpu") -> tuple[Pair, int, list[float]]:
