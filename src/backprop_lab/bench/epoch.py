@@ -138,6 +138,7 @@ def floor_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tup
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            warnings.filterwarnings("ignore", message=".*no `validation_step`.*")  # the data module has a val loader
             trainer.fit(Bare(), datamodule=dm)
     finally:
         dm.batches_per_block = batches_per_block
