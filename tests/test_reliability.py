@@ -91,6 +91,16 @@ def trained_run(tmp_path_factory) -> Path:
     return run
 
 
+def test_a_plain_run_prints_no_deprecation_warnings(tmp_path):
+    """Warnings a user cannot act on (Lightning 2.6 using torch 2.14's deprecated LeafSpec) are not shown."""
+    trained = run_script("train.py", *QUIET, f"hydra.run.dir={tmp_path / 'run'}")
+    evaluated = run_script("scripts/evaluate.py", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
+                           "data=mnist_subset", f"hydra.run.dir={tmp_path / 'eval'}")
+    for result in (trained, evaluated):
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "deprecated" not in result.stderr.lower(), result.stderr[-2000:]
+
+
 @pytest.mark.parametrize(
     "case,fragments",
     [

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +24,9 @@ from backprop_lab.errors import ConfigError, DataError, Interrupted, TrainingSto
 from backprop_lab.paths import write_metrics
 
 log = logging.getLogger("backprop_lab")
+# Lightning 2.6 builds torch's LeafSpec, which torch 2.14 deprecates: a FutureWarning at every
+# fit and test that no user of these entry points can act on.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 KNOWN = (ConfigError, DataError, TrainingStopped)
 
 
