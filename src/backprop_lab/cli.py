@@ -24,10 +24,16 @@ from backprop_lab.errors import ConfigError, DataError, Interrupted, TrainingSto
 from backprop_lab.paths import write_metrics
 
 log = logging.getLogger("backprop_lab")
-# Lightning 2.6 builds torch's LeafSpec, which torch 2.14 deprecates: a FutureWarning at every
-# fit and test that no user of these entry points can act on.
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 KNOWN = (ConfigError, DataError, TrainingStopped)
+
+
+def ignore_framework_deprecations() -> None:
+    """Lightning 2.6 builds torch's LeafSpec, which torch 2.14 deprecates: a FutureWarning at every
+    fit and test that no user of the entry points (or the benchmark) can act on."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+
+
+ignore_framework_deprecations()
 
 
 def verbose() -> bool:

@@ -33,25 +33,19 @@ from typing import Any, Callable
 import torch
 
 from backprop_lab.bench.cuda import cuda_throughput
-from backprop_lab.bench.data import Data, load_data, synthetic_images
-from backprop_lab.bench.epoch import (
-    _epoch_timer_callback, compose_train_cfg, epoch_pair, floor_epoch, lightning_epoch, plain_epoch,
-)
-from backprop_lab.bench.settings import CONF, COST, CUDA_CONFIGS, LR, MODELS, ROOT, STEP_CONFIGS, Budget
-from backprop_lab.bench.step import make_model, make_step, saved_bytes, step_pair
-from backprop_lab.bench.system import OtherLoad, cpu_name, loadavg, machine
-from backprop_lab.bench.table import _fmt_bytes, _fmt_s, format_table
-from backprop_lab.bench.textbook import TextbookNetwork, textbook_data, textbook_epoch_seconds
-from backprop_lab.bench.timing import Pair, _steps_timer, calibrate, interleave, interleave_all, sync
+from backprop_lab.bench.data import Data, load_data
+from backprop_lab.bench.epoch import epoch_pair
+from backprop_lab.bench.settings import COST, CUDA_CONFIGS, LR, MODELS, STEP_CONFIGS, Budget
+from backprop_lab.bench.step import make_model, saved_bytes, step_pair
+from backprop_lab.bench.system import OtherLoad, loadavg, machine
+from backprop_lab.bench.table import format_table
+from backprop_lab.bench.textbook import TextbookNetwork, textbook_epoch_seconds
+from backprop_lab.bench.timing import Pair, interleave
 
 __all__ = [
-    "CONF", "COST", "CUDA_CONFIGS", "LR", "MODELS", "ROOT", "STEP_CONFIGS",
-    "Budget", "Data", "OtherLoad", "Pair", "Target", "TextbookNetwork",
-    "calibrate", "compose_train_cfg", "cpu_name", "cuda_throughput", "epoch_pair", "floor_epoch", "format_table",
-    "interleave", "interleave_all", "lightning_epoch", "load_data", "loadavg", "machine", "make_model", "make_step",
-    "plain_epoch", "resolve_device", "run", "saved_bytes", "step_pair", "sync", "synthetic_images", "targets",
-    "textbook_data", "textbook_epoch_seconds",
-    "_epoch_timer_callback", "_fmt_bytes", "_fmt_s", "_steps_timer",
+    "CUDA_CONFIGS", "STEP_CONFIGS", "Budget", "Data", "Pair", "Target", "TextbookNetwork",
+    "cuda_throughput", "format_table", "interleave", "load_data", "make_model", "resolve_device", "run",
+    "saved_bytes", "targets",
 ]
 
 

@@ -11,7 +11,7 @@ import torch
 from backprop_lab.bench.data import Data
 from backprop_lab.bench.settings import CUDA_CONFIGS, MODELS, Budget
 from backprop_lab.bench.step import make_model, make_step
-from backprop_lab.bench.timing import _steps_timer, interleave, sync
+from backprop_lab.bench.timing import interleave, steps_timer, sync
 
 
 def cuda_throughput(data: Data, budget: Budget, device: str = "cuda") -> dict[str, Any]:
@@ -22,7 +22,7 @@ def cuda_throughput(data: Data, budget: Budget, device: str = "cuda") -> dict[st
     for name, (sizes, bs) in CUDA_CONFIGS.items():
         batches = data.batches(bs, 4, dev)
         steps = {k: make_step(make_model(k, sizes, dev)) for k in MODELS}
-        timers = {k: _steps_timer(steps[k], batches, budget.cuda_repeat_steps, dev) for k in MODELS}
+        timers = {k: steps_timer(steps[k], batches, budget.cuda_repeat_steps, dev) for k in MODELS}
         for k in MODELS:
             timers[k]()
         tp = interleave(timers["manual"], timers["reference"], budget.repeats, budget.warmup, ("manual", "reference"))

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -36,6 +38,18 @@ def compose_train_cfg(out_dir: str | Path, batch_size: int, train_size: int | No
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
     return cfg
+
+
+@contextlib.contextmanager
+def _quiet_fit(*messages: str) -> Iterator[None]:
+    """A fit without the framework's deprecation noise and the given warnings (which a timed epoch expects)."""
+    from backprop_lab.cli import ignore_framework_deprecations
+
+    with warnings.catch_warnings():
+        ignore_framework_deprecations()
+        for message in messages:
+            warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
+        yield
 
 
 def _epoch_timer_callback(device):
@@ -83,10 +97,8 @@ def lightning_epoch(data: Data, batch_size: int, device: str, train_size: int | 
         trainer = build_trainer(cfg, Path(out))[0]  # (trainer, checkpoint, history, ...)
         timer = _epoch_timer_callback(device)
         trainer.callbacks.append(timer)
-        with warnings.catch_warnings():  # no validation, hence no val/acc to monitor; tiny epochs log rarely
-            warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
-            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning 2.6 on torch 2.14, every fit
+        # no validation, hence no val/acc to monitor; tiny epochs log rarely
+        with _quiet_fit("could not find the monitored key", "smaller than the logging interval"):
             trainer.fit(module, datamodule=dm)
         bar = trainer.progress_bar_callback is not None
     return timer.seconds[0], timer.steps, bar
@@ -136,9 +148,7 @@ def floor_epoch(data: Data, batch_size: int, device: str, seed: int = 42) -> tup
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            warnings.filterwarnings("ignore", message=".*no `validation_step`.*")  # the data module has a val loader
+        with _quiet_fit("no `validation_step`"):  # the data module has a val loader
             trainer.fit(Bare(), datamodule=dm)
     finally:
         dm.batches_per_block = batches_per_block

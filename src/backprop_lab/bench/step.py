@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from backprop_lab.bench.data import Data
 from backprop_lab.bench.settings import COST, LR, MODELS, Budget
-from backprop_lab.bench.timing import Pair, _steps_timer, calibrate, interleave_all
+from backprop_lab.bench.timing import Pair, calibrate, interleave_all, steps_timer
 from backprop_lab.steps import Stepper
 
 
@@ -56,7 +56,7 @@ def step_pair(sizes: Sequence[int], batch_size: int, data: Data, budget: Budget,
             steps[k](x, y)
     n = calibrate(steps["manual"], batches, device, budget.step_repeat_s, budget.max_steps, budget.min_steps)
     cap = 4 * budget.step_repeat_s if budget.step_repeat_s > 0 else math.inf
-    times = interleave_all({k: _steps_timer(f, batches, n, device, cap) for k, f in steps.items()},
+    times = interleave_all({k: steps_timer(f, batches, n, device, cap) for k, f in steps.items()},
                            budget.repeats, budget.warmup)
     return Pair("manual", "reference", times["manual"], times["reference"]), n, times["manual_function"]
 

@@ -36,10 +36,8 @@ def machine(devices: Iterable[str]) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch_num_threads": torch.get_num_threads(),
         "devices": list(devices),
-        "device_name": cpu_name(),
     }
-    if "cuda" in info["devices"]:
-        info["device_name"] = torch.cuda.get_device_name(0)
+    info["device_name"] = torch.cuda.get_device_name(0) if "cuda" in info["devices"] else info["cpu_name"]
     return info
 
 

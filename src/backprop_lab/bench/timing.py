@@ -73,7 +73,7 @@ def interleave(a: Callable[[], float], b: Callable[[], float], repeats: int, war
     return Pair(*names, times[names[0]], times[names[1]])
 
 
-def _steps_timer(step: Callable, batches: list, n: int, device, cap_s: float = math.inf) -> Callable[[], float]:
+def steps_timer(step: Callable, batches: list, n: int, device, cap_s: float = math.inf) -> Callable[[], float]:
     """A repeat: n steps, or fewer once cap_s seconds have passed (a loaded machine stalls); seconds per step."""
 
     def run() -> float:
@@ -97,8 +97,8 @@ def calibrate(step: Callable, batches: list, device, target_s: float, cap: int, 
         return max(1, min(cap, floor))
     n, elapsed = 1, 0.0
     while elapsed < 0.02 and n < cap:
-        elapsed = _steps_timer(step, batches, n, device)() * n
+        elapsed = steps_timer(step, batches, n, device)() * n
         if elapsed < 0.02:
             n *= 4
-    per = min(_steps_timer(step, batches, n, device)() for _ in range(3))  # the least disturbed probe
+    per = min(steps_timer(step, batches, n, device)() for _ in range(3))  # the least disturbed probe
     return int(max(1, floor, min(cap, round(target_s / max(per, 1e-9)))))
