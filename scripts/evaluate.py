@@ -3,8 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from backprop_lab import cli
-from backprop_lab.evaluation import evaluate
+from backprop_lab.training import cli
+from backprop_lab.training.evaluate import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

@@ -1,7 +1,7 @@
 """Recognise digits in your own images: `python scripts/predict.py --ckpt PATH IMAGE [IMAGE ...]`.
 
 Each PNG/JPEG (any size, dark ink on light paper or the reverse, drawn or photographed) is
-turned into an MNIST-style 28x28 input (backprop_lab.digits.preprocess) and classified. Prints
+turned into an MNIST-style 28x28 input (backprop_lab.inspection.images.preprocess) and classified. Prints
 `path: 7  (7 0.98, 1 0.01, 9 0.00)` per image (the class, then the top three probabilities), or a
 JSON list with --json; --show OUT.png saves the inputs the network saw beside its predictions.
 A file that cannot be read gets `error: <path>: <what> (<fix>)` on stderr, the rest are still
@@ -15,8 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from backprop_lab.config import ConfigError
-from backprop_lab.digits import class_names, load_model, predict_files, predictions_figure
+from backprop_lab.errors import ConfigError, print_error
+from backprop_lab.inspection.predict import predict_files, predictions_figure, require_images
+from backprop_lab.training.checkpoints import load_checkpoint, run_classes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,11 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", type=Path, metavar="OUT.png", help="save the 28x28 inputs and predictions here")
     args = parser.parse_args(argv)
     try:
-        module = load_model(args.ckpt, args.model)
+        module = require_images(load_checkpoint(args.ckpt, args.model), args.ckpt)
     except ConfigError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print_error(e)
         return 1
-    classes = class_names(args.ckpt)
+    classes = run_classes(args.ckpt)
     results = predict_files(module, args.images)
     for r in results:
         if r.error is not None:

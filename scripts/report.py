@@ -1,4 +1,7 @@
-"""Reproduce the lecture's claims and write docs/results.md: `python scripts/report.py [--quick] [--data D] [--out DIR]`.
+"""Reproduce the lecture's claims and write docs/results.md.
+
+    python scripts/report.py [--quick] [--data D] [--out DIR]
+
 
 Trains every experiment in conf/experiment/ (runs in outputs/report/<mode>-<data>/), then writes
 one PNG per claim and results.md into --out (default: docs/ for the full report on the embedded
@@ -20,12 +23,11 @@ import warnings
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny MLPs: threads only add overhead
 
-import torch  # noqa: E402
+import torch
 
-from backprop_lab.cli import fail  # noqa: E402
-from backprop_lab.errors import ConfigError  # noqa: E402
-from backprop_lab.paths import PROJECT_ROOT  # noqa: E402
-from backprop_lab.report import build  # noqa: E402
+from backprop_lab.errors import ConfigError, fail
+from backprop_lab.paths import PROJECT_ROOT
+from backprop_lab.reporting.report import build
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,13 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", help="folder for the training runs (default: outputs/report/<mode>-<data>)")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs whose config is unchanged")
     readme = parser.add_mutually_exclusive_group()
-    readme.add_argument("--readme", help="README whose results markers get the summary (default: README.md for "
-                        "the full report on the embedded digits into docs/)")
+    readme.add_argument(
+        "--readme",
+        help="README whose results markers get the summary (default: README.md for "
+        "the full report on the embedded digits into docs/)",
+    )
     readme.add_argument("--no-readme", action="store_true", help="write no README summary")
     args = parser.parse_args(argv)
     mode_name = args.mode or "full"
-    if args.readme is None and not args.no_readme and mode_name == "full" and args.data == "mnist_subset" \
-            and args.out is None:
+    if (
+        args.readme is None
+        and not args.no_readme
+        and mode_name == "full"
+        and args.data == "mnist_subset"
+        and args.out is None
+    ):
         args.readme = str(PROJECT_ROOT / "README.md")
     if args.out is None:  # docs/ for the full report on the embedded digits, else a subfolder
         sub = mode_name if mode_name != "full" else "" if args.data == "mnist_subset" else args.data
@@ -57,8 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("backprop_lab").setLevel(logging.WARNING)
     try:
-        md = build(mode_name, args.data, args.out, args.runs, args.reuse, echo=lambda s: print(s, flush=True),
-                   readme=args.readme)
+        md = build(
+            mode_name,
+            args.data,
+            args.out,
+            args.runs,
+            args.reuse,
+            echo=lambda s: print(s, flush=True),
+            readme=args.readme,
+        )
     except ConfigError as e:
         fail(str(e))
     print(md)

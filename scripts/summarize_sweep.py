@@ -11,7 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from backprop_lab.sweeps import find_job_dirs, write_summary
+from backprop_lab.errors import print_error
+from backprop_lab.reporting.sweeps import find_job_dirs, write_summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,10 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun dir, e.g. outputs/multiruns/<stamp>")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
-        print(f"error: {args.sweep_dir} is not a directory", file=sys.stderr)
+        print_error(f"{args.sweep_dir} is not a directory (pass a sweep folder, e.g. outputs/multiruns/<stamp>)")
         return 1
     if not find_job_dirs(args.sweep_dir):
-        print(f"error: no job folders (.hydra/overrides.yaml or metrics.json) under {args.sweep_dir}", file=sys.stderr)
+        print_error(
+            f"no job folders (.hydra/overrides.yaml or metrics.json) under {args.sweep_dir} (pass a sweep folder)"
+        )
         return 1
     paths = write_summary(args.sweep_dir)
     print(paths[1].read_text(), end="")

@@ -14,23 +14,28 @@ import argparse
 import sys
 from pathlib import Path
 
-from backprop_lab.config import ConfigError
-from backprop_lab.data import DataError
-from backprop_lab.digits import dataset_digits, figures_dir, load_model, write_feature_figures
+from backprop_lab.errors import ConfigError, DataError, print_error
+from backprop_lab.inspection.features import dataset_digits, figures_dir, write_feature_figures
+from backprop_lab.inspection.predict import require_images
+from backprop_lab.training.checkpoints import load_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, type=Path, help="a checkpoint written by train.py")
     parser.add_argument("--out", type=Path, help="folder for the PNGs (default: <run>/figures)")
-    parser.add_argument("--data", default="mnist_subset", choices=("mnist_subset", "mnist", "fashion_mnist"),
-                        help="test digits for top_activations.png (full sets are read from data/, never downloaded)")
+    parser.add_argument(
+        "--data",
+        default="mnist_subset",
+        choices=("mnist_subset", "mnist", "fashion_mnist"),
+        help="test digits for top_activations.png (full sets are read from data/, never downloaded)",
+    )
     args = parser.parse_args(argv)
     try:
-        module = load_model(args.ckpt)
+        module = require_images(load_checkpoint(args.ckpt), args.ckpt)
         x = dataset_digits(args.data)
     except (ConfigError, DataError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print_error(e)
         return 1
     for path in write_feature_figures(module, x, args.out or figures_dir(args.ckpt)):
         print(f"wrote {path}")

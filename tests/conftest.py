@@ -12,16 +12,16 @@ from pathlib import Path
 os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
-
-import backprop_lab.config  # noqa: F401  (registers the project_root and run_dir resolvers)
 import torch
+from omegaconf import DictConfig
+
+from backprop_lab.training.config import compose
 
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+sys.path.insert(0, str(ROOT / "scripts"))  # the benchmark's package, scripts/bench, as `import bench`
 
 # Small but real: the embedded MNIST digits, a few hundred of them, one quick epoch, no progress bar.
 TINY = [
@@ -39,15 +39,12 @@ TINY = [
 
 def compose_cfg(tmp_path: Path, *overrides: str, config_name: str = "train") -> DictConfig:
     """Compose conf/<config_name>.yaml with TINY defaults, writing into tmp_path."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            config_name,
-            overrides=[*TINY, *overrides] if config_name == "train" else list(overrides),
-            return_hydra_config=any(o.startswith("hydra/") for o in overrides),
-        )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-    return cfg
+    return compose(
+        [*TINY, *overrides] if config_name == "train" else list(overrides),
+        tmp_path,
+        config_name,
+        hydra_node=any(o.startswith("hydra/") for o in overrides),
+    )
 
 
 @pytest.fixture
@@ -55,8 +52,12 @@ def make_cfg(tmp_path):
     return lambda *overrides: compose_cfg(tmp_path, *overrides)
 
 
-def run_script(*args: str, cwd: Path = ROOT, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_script(
+    *args: str, cwd: Path = ROOT, timeout: int = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run a project script with the test interpreter, capturing its output."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("BACKPROP_LAB_VERBOSE", None)
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )

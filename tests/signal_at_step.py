@@ -13,7 +13,7 @@ from pathlib import Path
 
 import lightning as L
 
-from backprop_lab import training
+from backprop_lab.training import train as training
 
 SIGNAL, STEP = getattr(signal, sys.argv.pop(1)), int(sys.argv.pop(1))
 

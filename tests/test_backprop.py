@@ -8,9 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backprop_lab import ManualMLP, ReferenceMLP, backprop
-from backprop_lab.backprop import Backprop
-from backprop_lab.costs import manual_cost
+from backprop_lab import ManualMLP, ReferenceMLP
+from backprop_lab.core import backprop
+from backprop_lab.core.backprop import Backprop
+from backprop_lab.core.costs import manual_cost
 
 HIDDEN = ["sigmoid", "tanh", "relu"]
 COMBOS = [  # (output, cost): every pair the math defines
@@ -54,7 +55,9 @@ def test_gradcheck(activation, output, cost, hidden_layers):
     x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     y = torch.randint(0, 3, (6,))
     params = [
-        torch.randn(n_out, n_in, dtype=torch.float64, requires_grad=True) if k == 0 else torch.randn(n_out, dtype=torch.float64, requires_grad=True)
+        torch.randn(n_out, n_in, dtype=torch.float64, requires_grad=True)
+        if k == 0
+        else torch.randn(n_out, dtype=torch.float64, requires_grad=True)
         for n_in, n_out in zip(sizes[:-1], sizes[1:])
         for k in (0, 1)
     ]
@@ -245,7 +248,7 @@ def test_direct_backprop_under_cpu_autocast_runs_in_float32():
 
 @pytest.mark.parametrize("activation", HIDDEN)
 def test_fused_derivative_kernels_equal_the_formulas(activation):
-    from backprop_lab import activations
+    from backprop_lab.core import activations
 
     act = activations.hidden(activation)
     a = act.f(torch.randn(50, 7, dtype=torch.float64) * 3)

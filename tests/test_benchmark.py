@@ -5,8 +5,8 @@ Figures are never asserted: machines are noisy."""
 from __future__ import annotations
 
 import json
-import re
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from backprop_lab import bench
+import bench  # scripts/bench, on sys.path through conftest
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_NAMES = set(bench.STEP_CONFIGS)
@@ -47,8 +47,13 @@ def is_positive_number(v) -> bool:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "b.json"
-    proc = subprocess.run([sys.executable, "scripts/benchmark.py", "--tiny", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "--tiny", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout
 
@@ -107,8 +112,13 @@ def test_tiny_run_prints_the_table(tiny):
 def test_cuda_without_a_gpu_is_a_one_line_error():
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    proc = subprocess.run([sys.executable, "scripts/benchmark.py", "--tiny", "--device", "cuda"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "--tiny", "--device", "cuda"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -196,7 +206,7 @@ def test_textbook_epoch_learns():
     labels = rng.integers(0, 3, 300)
     data = [(centers[c].reshape(784, 1) + 0.05 * rng.standard_normal((784, 1)), np.eye(10)[:, [c]]) for c in labels]
     net = bench.TextbookNetwork([784, 30, 10], seed=0)
-    accuracy = lambda: np.mean([net.feedforward(x).argmax() == y.argmax() for x, y in data])  # noqa: E731
+    accuracy = lambda: np.mean([net.feedforward(x).argmax() == y.argmax() for x, y in data])
     before = accuracy()
     for _ in range(3):
         assert net.SGD_epoch(data, 10, 3.0) == 30
@@ -204,12 +214,12 @@ def test_textbook_epoch_learns():
 
 
 def test_targets_label_pass_and_miss():
-    steps = {name: 0.5 for name in STEP_NAMES}
+    steps = dict.fromkeys(STEP_NAMES, 0.5)
     steps["784-100-10/b10"] = 1.2
     r = {
         "manual_vs_reference_step": {"cpu": steps},
-        "manual_vs_reference_saved_bytes": {name: 0.7 for name in STEP_NAMES},
-        "manual_vs_reference_saved_bytes_excl_params": {name: 0.8 for name in STEP_NAMES},
+        "manual_vs_reference_saved_bytes": dict.fromkeys(STEP_NAMES, 0.7),
+        "manual_vs_reference_saved_bytes_excl_params": dict.fromkeys(STEP_NAMES, 0.8),
         "lightning_vs_plain_epoch": {"cpu": {"b10": 1.4, "b100": 1.4}},
         "textbook_vs_project_epoch": {"cpu": 2.0},
     }
@@ -257,7 +267,7 @@ def test_without_fashion_mnist_the_data_is_synthetic_and_says_so(monkeypatch):
     monkeypatch.setattr(FashionMNISTDataModule, "_locate", lambda self: None)  # as if not installed
     data = bench.load_data(train_size=200)
     assert data.synthetic and "synthetic" in data.source
-    assert data.x.shape == (200, 784) and data.x.dtype == torch.float32 and 0 <= data.x.min() and data.x.max() <= 1
+    assert data.x.shape == (200, 784) and data.x.dtype == torch.float32 and data.x.min() >= 0 and data.x.max() <= 1
     assert data.datamodule.train_x is data.x  # the Lightning epochs read the same tensors
     full = bench.load_data()
     assert len(full.x) == 60_000

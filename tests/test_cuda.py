@@ -13,8 +13,8 @@ import lightning as L
 import pytest
 import torch
 
-from backprop_lab import steps
-from backprop_lab.training import build_module, train
+from backprop_lab.training import module
+from backprop_lab.training.train import build_module, train
 from conftest import compose_cfg
 
 needs_cuda = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -44,8 +44,10 @@ def test_bf16_mixed_manual_matches_reference_within_bf16_tolerance(tmp_path, acc
     """Two epochs of 30 steps each under bf16 autocast: the manual model (which computes in float32,
     as custom_fwd(cast_inputs=float32) would) and the reference (bf16 matmuls) take the same steps
     to within bf16's 8-bit mantissa, measured on each weight's change from its initialisation."""
-    runs = {m: _run(tmp_path / m, accelerator, f"model={m}", "trainer.precision=bf16-mixed", "trainer.max_epochs=2")
-            for m in ("manual", "reference")}
+    runs = {
+        m: _run(tmp_path / m, accelerator, f"model={m}", "trainer.precision=bf16-mixed", "trainer.max_epochs=2")
+        for m in ("manual", "reference")
+    }
     init = _init(tmp_path / "init", "manual")
     (m_metrics, manual), (r_metrics, reference) = runs["manual"], runs["reference"]
     assert m_metrics["status"] == r_metrics["status"] == "completed"
@@ -61,14 +63,16 @@ def test_bf16_mixed_manual_matches_reference_within_bf16_tolerance(tmp_path, acc
 @pytest.mark.parametrize("model", ["manual", "reference"])
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_lean_and_standard_steps_agree_on_cuda(tmp_path, monkeypatch, model):
-    """The lean step (blocks of mini-batches, no LightningOptimizer layers) and Lightning's own step
-    give the same weights on the GPU, as the CPU test in test_steps.py checks bitwise there."""
-    lean_metrics, lean = _run(tmp_path / "lean", "gpu", f"model={model}", "trainer.max_epochs=2",
-                              "data.batches_per_block=5")
-    monkeypatch.setattr(steps, "can_run_lean", lambda trainer: False)
-    _, standard = _run(tmp_path / "standard", "gpu", f"model={model}", "trainer.max_epochs=2",
-                       "data.batches_per_block=5")
+def test_direct_and_autograd_gradients_agree_on_cuda(tmp_path, monkeypatch, model):
+    """Gradients written by net.backprop and through manual_backward give the same weights on the
+    GPU, as the CPU test in test_steps.py checks bitwise there."""
+    lean_metrics, lean = _run(
+        tmp_path / "lean", "gpu", f"model={model}", "trainer.max_epochs=2", "data.batches_per_block=5"
+    )
+    monkeypatch.setattr(module, "gradients_without_autograd", lambda trainer: False)
+    _, standard = _run(
+        tmp_path / "standard", "gpu", f"model={model}", "trainer.max_epochs=2", "data.batches_per_block=5"
+    )
     for k, w in standard.items():
         torch.testing.assert_close(lean[k], w, rtol=1e-5, atol=1e-6, msg=k)
     assert lean_metrics["status"] == "completed" and lean_metrics["test/acc"] > 0.3
@@ -77,7 +81,7 @@ def test_lean_and_standard_steps_agree_on_cuda(tmp_path, monkeypatch, model):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_16_mixed_with_grad_scaler_trains_the_manual_model_on_cuda(tmp_path):
-    """float16 autocast takes Lightning's GradScaler path (not the lean step) and still learns."""
+    """float16 autocast takes Lightning's GradScaler path (gradients through manual_backward) and still learns."""
     metrics, manual = _run(tmp_path, "gpu", "model=manual", "trainer.precision=16-mixed", "trainer.max_epochs=2")
     assert metrics["status"] == "completed" and metrics["test/acc"] > 0.3
     assert all(torch.isfinite(w).all() for w in manual.values())

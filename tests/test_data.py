@@ -28,11 +28,17 @@ from lightning.fabric.utilities.types import _Stateful
 from omegaconf import OmegaConf
 from torchvision.datasets import utils as tv_utils
 
-from backprop_lab import data as D
 from backprop_lab.data import (
-    Block, DataError, DataFallbackWarning, FashionMNISTDataModule, InMemoryLoader, MNISTDataModule,
-    MNISTSubsetDataModule, stratified_split,
+    Block,
+    DataError,
+    DataFallbackWarning,
+    FashionMNISTDataModule,
+    InMemoryLoader,
+    MNISTDataModule,
+    MNISTSubsetDataModule,
+    stratified_split,
 )
+from backprop_lab.data import modules as D
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -158,21 +164,39 @@ def test_fashion_missing_is_a_clear_error_not_a_fallback(tmp_path, offline):
 
 # --- bad data
 BAD = {  # case: (gzipped?, damage to the files [train-img, train-lbl, test-img, test-lbl], expected message)
-    "truncated raw": (False, lambda f: truncate(f[0], 1000),
-                      "train-images-idx3-ubyte is truncated: expected 23520 bytes of pixels, found 984"),
+    "truncated raw": (
+        False,
+        lambda f: truncate(f[0], 1000),
+        "train-images-idx3-ubyte is truncated: expected 23520 bytes of pixels, found 984",
+    ),
     "truncated gz": (True, lambda f: truncate(f[0], 200), "train-images-idx3-ubyte.gz is truncated"),
-    "gz trailer cut": (True, lambda f: truncate(f[3], -4), "t10k-labels-idx1-ubyte.gz is truncated: expected 10"
-                       " bytes of labels, found 10 and the gzip stream ends early"),
+    "gz trailer cut": (
+        True,
+        lambda f: truncate(f[3], -4),
+        "t10k-labels-idx1-ubyte.gz is truncated: expected 10 bytes of labels, found 10 and the gzip stream ends early",
+    ),
     "not gzip": (True, lambda f: f[1].write_bytes(b"hello"), "train-labels-idx1-ubyte.gz is not a valid gzip file"),
-    "wrong magic": (False, lambda f: write(f[2], idx_bytes(images(10), magic=0x0801)),
-                    "t10k-images-idx3-ubyte has magic number 0x00000801"),
-    "labels as images": (True, lambda f: f[0].write_bytes(f[1].read_bytes()),
-                         "train-images-idx3-ubyte.gz has magic number 0x00000801"),
+    "wrong magic": (
+        False,
+        lambda f: write(f[2], idx_bytes(images(10), magic=0x0801)),
+        "t10k-images-idx3-ubyte has magic number 0x00000801",
+    ),
+    "labels as images": (
+        True,
+        lambda f: f[0].write_bytes(f[1].read_bytes()),
+        "train-images-idx3-ubyte.gz has magic number 0x00000801",
+    ),
     "count mismatch": (False, lambda f: write(f[1], idx_bytes(np.zeros(29))), "has 30 images but"),
-    "wrong dims": (False, lambda f: write(f[0], idx_bytes(np.zeros((30, 32, 32)))),
-                   "train-images-idx3-ubyte holds 32x32 images, expected 28x28"),
-    "trailing bytes": (False, lambda f: write(f[3], idx_bytes(np.zeros(10)) + b"xx"),
-                       "t10k-labels-idx1-ubyte has 2 bytes after the 10 bytes of labels"),
+    "wrong dims": (
+        False,
+        lambda f: write(f[0], idx_bytes(np.zeros((30, 32, 32)))),
+        "train-images-idx3-ubyte holds 32x32 images, expected 28x28",
+    ),
+    "trailing bytes": (
+        False,
+        lambda f: write(f[3], idx_bytes(np.zeros(10)) + b"xx"),
+        "t10k-labels-idx1-ubyte has 2 bytes after the 10 bytes of labels",
+    ),
     "bad label": (False, lambda f: write(f[3], idx_bytes(np.full(10, 12))), "t10k-labels-idx1-ubyte has label 12"),
 }
 
@@ -223,7 +247,7 @@ def test_subset_split_is_stratified_and_seeded(cached_subset):
     dm.setup()
     assert dm.source == "mnist-subset" and dm.sizes == {"train": 4000, "val": 500, "test": 500}
     assert torch.bincount(dm.val_y).tolist() == [50] * 10 and torch.bincount(dm.test_y).tolist() == [50] * 10
-    assert 0 <= dm.train_x.min() and dm.train_x.max() <= 1 and dm.train_x.max() == 1
+    assert dm.train_x.min() >= 0 and dm.train_x.max() <= 1 and dm.train_x.max() == 1
     rows = {tuple(r) for r in torch.cat([dm.train_x, dm.val_x, dm.test_x]).mul(255).round().byte().tolist()}
     assert len(rows) == len({tuple(r) for r in x.tolist()})  # the three parts cover the set
     again, other = MNISTSubsetDataModule(), MNISTSubsetDataModule(split_seed=7)
@@ -474,10 +498,17 @@ def test_lightning_checkpoint_resumes_mid_epoch(tmp_path):
         def validation_step(self, batch, i):  # Lightning inspects eval loaders more than train ones
             self.log("val", batch[0].sum())
 
-        configure_optimizers = lambda self: torch.optim.SGD(self.parameters(), lr=0.0)  # noqa: E731
+        configure_optimizers = lambda self: torch.optim.SGD(self.parameters(), lr=0.0)
 
-    kw = dict(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path)
+    kw = dict(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         full, part, rest = Net(), Net(stop=(1, 1)), Net()
@@ -523,8 +554,10 @@ def test_cuda_trainer_puts_the_data_on_the_gpu_once(cached_subset):
     assert dm.train_x.is_cuda and x.is_cuda and y.is_cuda and dm.test_x.is_cuda
 
 
-@pytest.mark.parametrize("name, cls", [("mnist", MNISTDataModule), ("fashion_mnist", FashionMNISTDataModule),
-                                       ("mnist_subset", MNISTSubsetDataModule)])
+@pytest.mark.parametrize(
+    "name, cls",
+    [("mnist", MNISTDataModule), ("fashion_mnist", FashionMNISTDataModule), ("mnist_subset", MNISTSubsetDataModule)],
+)
 def test_hydra_config_spells_out_every_argument(tmp_path, name, cls):
     node = OmegaConf.load(CONF / f"{name}.yaml")
     params = inspect.signature(cls.__init__).parameters

@@ -16,10 +16,21 @@ QUIET = [o for o in TINY if not o.startswith("trainer.enable")] + ["log.pictures
 def test_ddp_two_processes_match_one_process_with_twice_the_batch(tmp_path):
     """Rank r takes perm[r::2] of each epoch's permutation, so per-rank batches of 5 together are
     exactly the single process's batch of 10, and DDP's gradient average is the batch-10 gradient."""
-    single = run_script("train.py", *QUIET, "model=manual", "data.batch_size=10", f"hydra.run.dir={tmp_path / 'single'}")
+    single = run_script(
+        "train.py", *QUIET, "model=manual", "data.batch_size=10", f"hydra.run.dir={tmp_path / 'single'}"
+    )
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = run_script("train.py", *QUIET, "model=manual", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                     "data.batch_size=5", f"hydra.run.dir={tmp_path / 'ddp'}", timeout=600)
+    ddp = run_script(
+        "train.py",
+        *QUIET,
+        "model=manual",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "data.batch_size=5",
+        f"hydra.run.dir={tmp_path / 'ddp'}",
+        timeout=600,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
     w1 = torch.load(tmp_path / "single" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]

@@ -13,13 +13,13 @@ from types import SimpleNamespace
 import hydra.utils
 import pytest
 
+from backprop_lab.core.models import ReferenceMLP
 from backprop_lab.errors import ConfigError, Diverged
-from backprop_lab.gradients import at_init, delta_norms, first_images
-from backprop_lab.models import ReferenceMLP
-from backprop_lab.report import EXPERIMENTS, build, full_history, sweep_variants
-from backprop_lab.report import compose_cfg as compose_plain
-from backprop_lab.report_markdown import BEGIN, END, write_readme
-from backprop_lab.training import build_module, train
+from backprop_lab.inspection.delta_norms import delta_norms, first_images
+from backprop_lab.reporting.markdown import BEGIN, END, write_readme
+from backprop_lab.reporting.report import EXPERIMENTS, at_init, build, full_history, sweep_variants
+from backprop_lab.training.config import compose as compose_plain
+from backprop_lab.training.train import build_module, train
 from conftest import CONF, ROOT, compose_cfg, run_script
 
 NAMES = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -50,7 +50,10 @@ def test_sweeps_cover_the_claims():
     assert [v[0] for v in sweep_variants("batch_size")] == [f"data.batch_size={b}" for b in (1, 10, 100, 1000)]
     vanishing = sweep_variants("vanishing_gradients")
     assert len(vanishing) == 8 and ["activation=sigmoid", "model.hidden=[30,30,30,30]"] in vanishing
-    assert sweep_variants("exploding_gradients") == [["trainer.gradient_clip_val=null"], ["trainer.gradient_clip_val=1.0"]]
+    assert sweep_variants("exploding_gradients") == [
+        ["trainer.gradient_clip_val=null"],
+        ["trainer.gradient_clip_val=1.0"],
+    ]
     assert sweep_variants("nielsen_ch1") == [[]]
 
 
@@ -61,15 +64,20 @@ def test_book_settings_are_translated(tmp_path):
     assert ch1.optimizer.lr == 1.5 and ch1.data.batch_size == 10 and ch1.trainer.max_epochs == 30
     ch3 = compose_cfg(tmp_path, "experiment=nielsen_ch3")
     assert ch3.optimizer.weight_decay == pytest.approx(5.0 / 55_000, rel=1e-4)
-    lrs = {loss: compose_cfg(tmp_path, "experiment=mse_vs_cross_entropy", f"loss={loss}").optimizer.lr
-           for loss in ("mse", "cross_entropy")}
+    lrs = {
+        loss: compose_cfg(tmp_path, "experiment=mse_vs_cross_entropy", f"loss={loss}").optimizer.lr
+        for loss in ("mse", "cross_entropy")
+    }
     assert lrs == {"mse": 1.5, "cross_entropy": 0.5}
 
 
 def test_optimizers_compare_at_one_step_size():
-    """Momentum's claim is tested fairly: the SGD family at one lr, momentum 0.9 (10x the effective step), Adam at 1e-3."""
-    opt = {o: compose_plain(["experiment=optimizers", f"optimizer={o}"]).optimizer
-           for o in ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")}
+    """Momentum's claim is tested fairly: the SGD family at one lr, momentum 0.9 (10x the effective step),
+    Adam at 1e-3."""
+    opt = {
+        o: compose_plain(["experiment=optimizers", f"optimizer={o}"]).optimizer
+        for o in ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
+    }
     assert opt["sgd"].lr == opt["momentum"].lr == opt["nesterov"].lr == 0.05
     assert opt["momentum"].momentum == opt["nesterov"].momentum == 0.9 and opt["nesterov"].nesterov
     assert opt["adam"].lr == 0.001 and all(o.lr > 0 for o in opt.values())
@@ -130,15 +138,25 @@ def test_report_writes_every_figure_and_table(tiny_report):
     assert len(set(pictures)) == 9
     for name in pictures:
         assert (tmp_path / "docs" / name).stat().st_size > 5_000, name
-    for heading in ("NNDL ch. 1 and ch. 3", "Quadratic cost vs cross-entropy", "Optimizers", "Hidden activations",
-                    "Mini-batch size", "Vanishing gradients", "Exploding gradients"):
+    for heading in (
+        "NNDL ch. 1 and ch. 3",
+        "Quadratic cost vs cross-entropy",
+        "Optimizers",
+        "Hidden activations",
+        "Mini-batch size",
+        "Vanishing gradients",
+        "Exploding gradients",
+    ):
         assert f"## {heading}" in text
     assert "| nielsen_ch1 (test/acc) |" in text and "95.42%" in text and "0.00298" in text
     assert "python train.py -m experiment=optimizers data=mnist_subset" in text
     # plain SGD at momentum's effective step 0.05 / (1 - 0.9) runs as a control, and the verdict is measured
     assert "| `optimizer=sgd optimizer.lr=0.5` |" in text
-    assert re.search(r"`optimizer=momentum` against plain SGD at the same lr 0\.05: val/acc after epoch 1 "
-                     r"[\d.]+% vs [\d.]+%, [+-][\d.]+ points \((beat|lost|level)", text)
+    assert re.search(
+        r"`optimizer=momentum` against plain SGD at the same lr 0\.05: val/acc after epoch 1 "
+        r"[\d.]+% vs [\d.]+%, [+-][\d.]+ points \((beat|lost|level)",
+        text,
+    )
     tracked = tmp_path / "runs" / "vanishing_gradients" / "activation=sigmoid,model.hidden=[30,30,30,30]"
     norms = json.loads((tracked / "delta_norms.json").read_text())["delta_norms"]
     assert len(norms) == 2 and all(len(n) == 5 for n in norms)  # at init and after the one epoch; 4 hidden + output
@@ -150,9 +168,11 @@ def test_report_replaces_only_the_readme_results_region(tiny_report):
     start, end = before.index(BEGIN.encode()) + len(BEGIN), before.index(END.encode())
     assert after[:start] == before[:start]  # byte for byte up to and including the begin marker
     assert after.endswith(before[end:])  # and from the end marker on
-    region = after[start:len(after) - len(before) + end].decode()
+    region = after[start : len(after) - len(before) + end].decode()
     assert region != before[start:end].decode() and region.startswith("\n") and region.endswith("\n")
-    assert "| Claim | Ours | Published | Command | Verdict |" in region and re.search(r"\(tiny mode, \d+ runs\)", region)
+    assert "| Claim | Ours | Published | Command | Verdict |" in region and re.search(
+        r"\(tiny mode, \d+ runs\)", region
+    )
     assert "| 95.42% | `python train.py experiment=nielsen_ch1 data=mnist_subset" in region
     assert "momentum speeds up learning" in region and "plain SGD at the same lr 0.05" in region
     figures = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", region)
@@ -161,8 +181,14 @@ def test_report_replaces_only_the_readme_results_region(tiny_report):
     assert tiny_report.readme.read_bytes() == after
 
 
-@pytest.mark.parametrize("text", ["# project\n\n## Results\n\nhand-typed numbers\n",
-                                  f"## Results\n{END}\nold\n{BEGIN}\n", f"{BEGIN}\nno end marker\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "# project\n\n## Results\n\nhand-typed numbers\n",
+        f"## Results\n{END}\nold\n{BEGIN}\n",
+        f"{BEGIN}\nno end marker\n",
+    ],
+)
 def test_readme_without_markers_is_an_error_not_an_edit(tmp_path, text):
     readme = tmp_path / "README.md"
     readme.write_text(text)
@@ -174,8 +200,16 @@ def test_readme_without_markers_is_an_error_not_an_edit(tmp_path, text):
 def test_report_script_checks_the_readme_before_training(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# project\n")
-    result = run_script("scripts/report.py", "--tiny", "--readme", str(readme), "--out", str(tmp_path / "docs"),
-                        "--runs", str(tmp_path / "runs"))
+    result = run_script(
+        "scripts/report.py",
+        "--tiny",
+        "--readme",
+        str(readme),
+        "--out",
+        str(tmp_path / "docs"),
+        "--runs",
+        str(tmp_path / "runs"),
+    )
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "(add them, or pass --no-readme)" in result.stderr

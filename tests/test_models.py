@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from backprop_lab import ManualMLP, ReferenceMLP
-from backprop_lab.models import INITS
+from backprop_lab.core.models import INITS
 
 
 @pytest.mark.parametrize("init", list(INITS))
@@ -54,7 +54,11 @@ def test_single_layer_network_works():
 
 @pytest.mark.parametrize(
     "init,w_std,b_std",
-    [("normal", lambda n: 1.0, 1.0), ("scaled", lambda n: 1 / math.sqrt(n), 1.0), ("kaiming", lambda n: math.sqrt(2 / n), 0.0)],
+    [
+        ("normal", lambda n: 1.0, 1.0),
+        ("scaled", lambda n: 1 / math.sqrt(n), 1.0),
+        ("kaiming", lambda n: math.sqrt(2 / n), 0.0),
+    ],
 )
 def test_init_statistics(init, w_std, b_std):
     torch.manual_seed(0)

@@ -21,13 +21,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from backprop_lab.config import ConfigError
-from backprop_lab.digits import (
-    ImageError, classify, figures_dir, hidden_activations, load_digit, load_model, predict_files, preprocess, read_image,
-)
-from backprop_lab.evaluation import load_checkpoint
-from backprop_lab.lit_module import LitMLP
-from backprop_lab.visuals import predictions
+from backprop_lab.errors import ConfigError
+from backprop_lab.inspection.features import figures_dir, hidden_activations
+from backprop_lab.inspection.figures import predictions
+from backprop_lab.inspection.images import ImageError, load_digit, preprocess, read_image
+from backprop_lab.inspection.predict import classify, predict_files, require_images
+from backprop_lab.training.checkpoints import load_checkpoint
+from backprop_lab.training.module import LitMLP
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TRAIN, N_HELD_OUT, MIN_AGREEMENT = 4000, 100, 0.90
@@ -55,7 +55,8 @@ def digits():
 
 @pytest.fixture(scope="module")
 def ckpt(digits, tmp_path_factory):
-    """A [784, 30, 10] manual MLP, 10 epochs of SGD on 4000 digits (90% on the other 1000), saved in <run>/checkpoints."""
+    """A [784, 30, 10] manual MLP, 10 epochs of SGD on 4000 digits (90% on the other 1000), saved in
+    <run>/checkpoints."""
     x, y = digits
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matmuls: threads only add overhead
@@ -164,7 +165,7 @@ def test_preprocess_gives_mnist_geometry(digits):
     for image in images:
         out = preprocess(image)
         assert out.shape == (28, 28) and out.dtype == torch.float32
-        assert 0 <= out.min() and out.max() == 1
+        assert out.min() >= 0 and out.max() == 1
         a = out.numpy()
         r0, r1, c0, c1 = _box(a)
         assert max(r1 - r0 + 1, c1 - c0 + 1) == 20 and min(r1 - r0, c1 - c0) >= 0
@@ -179,7 +180,7 @@ def test_ring_is_centred_in_the_central_20x20():
     ImageDraw.Draw(ring).ellipse((100, 50, 300, 350), outline=(30, 30, 60), width=30)
     a = preprocess(ring).numpy()
     r0, r1, c0, c1 = _box(a)
-    assert 4 <= r0 and r1 <= 23 and 4 <= c0 and c1 <= 23 and r1 - r0 == 19
+    assert r0 >= 4 and r1 <= 23 and c0 >= 4 and c1 <= 23 and r1 - r0 == 19
     assert np.allclose(_com(a), 14, atol=1)
 
 
@@ -226,9 +227,17 @@ def _tight_and_shaded(image: Image.Image) -> Image.Image:
     return Image.fromarray((np.asarray(image) * np.linspace(0.5, 1, image.width)[None, :]).astype(np.uint8))
 
 
-@pytest.mark.parametrize("encode", [
-    _transparent, _specks, _table_edge, _tight_and_shaded, lambda im: Image.fromarray(np.asarray(im, np.uint16) * 257),
-], ids=["transparent", "specks", "table_edge", "tight_and_shaded", "16_bit"])
+@pytest.mark.parametrize(
+    "encode",
+    [
+        _transparent,
+        _specks,
+        _table_edge,
+        _tight_and_shaded,
+        lambda im: Image.fromarray(np.asarray(im, np.uint16) * 257),
+    ],
+    ids=["transparent", "specks", "table_edge", "tight_and_shaded", "16_bit"],
+)
 def test_same_digit_same_input(encode, tmp_path):
     """Transparent background, dust, a table edge, a tight shaded crop, 16 bits: the plain image's 28x28 input."""
     plain = _seven(20)
@@ -241,8 +250,14 @@ def test_blank_and_bad_files_raise_one_line_errors(tmp_path):
     _jpeg(Image.new("L", (200, 100), 250)).save(tmp_path / "blank.jpg")
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_text("not a picture\n")
-    for name, what in [("blank.png", "no ink"), ("blank.jpg", "no ink"), ("empty.png", "empty file"),
-                       ("text.png", "not an image"), ("missing.png", "no such file"), (".", "directory")]:
+    for name, what in [
+        ("blank.png", "no ink"),
+        ("blank.jpg", "no ink"),
+        ("empty.png", "empty file"),
+        ("text.png", "not an image"),
+        ("missing.png", "no such file"),
+        (".", "directory"),
+    ]:
         with pytest.raises(ImageError, match=what) as e:
             preprocess(read_image(tmp_path / name))
         assert "\n" not in str(e.value) and str(e.value).endswith(")")  # `<what> (<fix>)`
@@ -259,8 +274,13 @@ def files(digits, tmp_path):
     (tmp_path / "text.png").write_text("hello\n")
     (tmp_path / "truncated.png").write_bytes(good[0].read_bytes()[:300])
     Image.new("RGB", (300, 300), "white").save(tmp_path / "blank.png")
-    bad = {"missing.png": "no such file", "empty.png": "empty file", "text.png": "not an image",
-           "truncated.png": "truncated", "blank.png": "no ink"}
+    bad = {
+        "missing.png": "no such file",
+        "empty.png": "empty file",
+        "text.png": "not an image",
+        "truncated.png": "truncated",
+        "blank.png": "no ink",
+    }
     return good, {tmp_path / name: what for name, what in bad.items()}
 
 
@@ -286,7 +306,9 @@ def test_predict_all_good_exits_0_and_json_parses_and_show_writes_png(files, ckp
     assert predict.main(["--ckpt", str(ckpt), *map(str, good)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
     show = tmp_path / "out" / "show.png"
-    code = predict.main(["--ckpt", str(ckpt), "--json", "--show", str(show), "--model", "reference", *map(str, [*good, *bad])])
+    code = predict.main(
+        ["--ckpt", str(ckpt), "--json", "--show", str(show), "--model", "reference", *map(str, [*good, *bad])]
+    )
     assert code == 1
     out = json.loads(capsys.readouterr().out)
     assert [o["path"] for o in out] == list(map(str, [*good, *bad]))
@@ -311,7 +333,7 @@ def test_predict_bad_ckpt_is_one_line_and_exit_1(make, files, tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("error: ") and captured.err.count("\n") == 1
     with pytest.raises(ConfigError):
-        load_model(path)
+        require_images(load_checkpoint(path), path)
 
 
 def test_visualize_writes_both_pngs_into_the_run_folder(ckpt, model, capsys):

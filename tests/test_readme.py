@@ -2,11 +2,12 @@
 
 import re
 
-
 from conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
-ROW = re.compile(r"^\|[^|]+\| `(?P<code>[^`]+)` \| \[(?P<file>[\w.]+):(?P<line>\d+)\]\((?P<path>[^)#]+)#L(?P=line)\) \|$", re.M)
+ROW = re.compile(
+    r"^\|[^|]+\| `(?P<code>[^`]+)` \| \[(?P<file>[\w.]+):(?P<line>\d+)\]\((?P<path>[^)#]+)#L(?P=line)\) \|$", re.M
+)
 
 
 def test_equation_table_points_at_the_quoted_lines():
@@ -15,7 +16,9 @@ def test_equation_table_points_at_the_quoted_lines():
     for row in rows:
         lines = (ROOT / row["path"]).read_text().splitlines()
         assert row["path"].endswith(row["file"])
-        assert row["code"] in lines[int(row["line"]) - 1], f"{row['file']}:{row['line']} no longer holds {row['code']!r}"
+        assert row["code"] in lines[int(row["line"]) - 1], (
+            f"{row['file']}:{row['line']} no longer holds {row['code']!r}"
+        )
 
 
 def test_readme_python_example_runs():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from backprop_lab.evaluation import load_checkpoint
+from backprop_lab.training.checkpoints import load_checkpoint
 from conftest import ROOT, TINY, run_script
 
 QUIET = [o for o in TINY if not o.startswith("trainer.enable")]
@@ -40,8 +40,14 @@ BAD_CONFIG = {
     "infinite learning rate": (["optimizer.lr=inf"], ["optimizer.lr=inf must be positive and finite"]),
     "batch size below 1": (["data.batch_size=0"], ["data.batch_size=0 must be a whole number >= 1"]),
     "negative epochs": (["trainer.max_epochs=-1"], ["trainer.max_epochs=-1"]),
-    "momentum out of range": (["optimizer=momentum", "optimizer.momentum=1.5"], ["optimizer.momentum=1.5 must be in [0, 1)"]),
-    "cross-entropy with identity output": (["model.output=identity"], ["cross_entropy needs probabilities", "model.output=softmax"]),
+    "momentum out of range": (
+        ["optimizer=momentum", "optimizer.momentum=1.5"],
+        ["optimizer.momentum=1.5 must be in [0, 1)"],
+    ),
+    "cross-entropy with identity output": (
+        ["model.output=identity"],
+        ["cross_entropy needs probabilities", "model.output=softmax"],
+    ),
     "batch larger than the split": (["data.batch_size=301"], ["larger than the training split (300 examples)"]),
     "bad override syntax": (["model.hidden=[15"], ["model.hidden=[15"]),
     "resume from a missing checkpoint": (["ckpt_path=/nonexistent/last.ckpt"], ["does not exist"]),
@@ -73,13 +79,26 @@ def test_corrupt_data_file_gives_one_line(tmp_path):
     _write_idx(raw / "train-labels-idx1-ubyte.gz", 2049, (100,), bytes(100))
     _write_idx(raw / "t10k-images-idx3-ubyte.gz", 2051, (10, 28, 28), bytes(7840))
     _write_idx(raw / "t10k-labels-idx1-ubyte.gz", 2049, (10,), bytes(10))
-    result = run_script("train.py", "data=mnist", f"paths.data_dir={tmp_path / 'data'}", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_script(
+        "train.py",
+        "data=mnist",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert_one_line_error(result, "train-images-idx3-ubyte.gz", "truncated")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_missing_mnist_in_strict_mode_gives_one_line(tmp_path):
-    result = run_script("train.py", "data=mnist", "data.strict=true", "data.download=false", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_script(
+        "train.py",
+        "data=mnist",
+        "data.strict=true",
+        "data.download=false",
+        f"paths.data_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert_one_line_error(result, "MNIST", str(tmp_path / "MNIST" / "raw"))
 
 
@@ -94,8 +113,12 @@ def trained_run(tmp_path_factory) -> Path:
 def test_a_plain_run_prints_no_deprecation_warnings(tmp_path):
     """Warnings a user cannot act on (Lightning 2.6 using torch 2.14's deprecated LeafSpec) are not shown."""
     trained = run_script("train.py", *QUIET, f"hydra.run.dir={tmp_path / 'run'}")
-    evaluated = run_script("scripts/evaluate.py", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
-                           "data=mnist_subset", f"hydra.run.dir={tmp_path / 'eval'}")
+    evaluated = run_script(
+        "scripts/evaluate.py",
+        f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
+        "data=mnist_subset",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
     for result in (trained, evaluated):
         assert result.returncode == 0, result.stderr[-2000:]
         assert "deprecated" not in result.stderr.lower(), result.stderr[-2000:]
@@ -120,7 +143,9 @@ def test_bad_checkpoints_give_one_line(tmp_path, trained_run, case, fragments):
     overrides = ["model.hidden=[30]"] if case == "other architecture" else []
     result = run_script("train.py", *QUIET, *overrides, f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'run'}")
     assert_one_line_error(result, *fragments)
-    evaluated = run_script("scripts/evaluate.py", f"ckpt_path={ckpt}", "data=mnist_subset", f"hydra.run.dir={tmp_path / 'eval'}")
+    evaluated = run_script(
+        "scripts/evaluate.py", f"ckpt_path={ckpt}", "data=mnist_subset", f"hydra.run.dir={tmp_path / 'eval'}"
+    )
     if case == "other architecture":
         assert evaluated.returncode == 0  # the checkpoint itself is fine
     else:
@@ -130,8 +155,14 @@ def test_bad_checkpoints_give_one_line(tmp_path, trained_run, case, fragments):
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     """An exploding schedule (lr x 10,000 after epoch 1): epoch 1's checkpoint survives and loads."""
     result = run_script(
-        "train.py", *QUIET, "trainer.max_epochs=3", "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=10000",
-        "activation=relu", f"hydra.run.dir={tmp_path}",
+        "train.py",
+        *QUIET,
+        "trainer.max_epochs=3",
+        "scheduler=step",
+        "scheduler.step_size=1",
+        "scheduler.gamma=10000",
+        "activation=relu",
+        f"hydra.run.dir={tmp_path}",
     )
     line = assert_one_line_error(result, "training diverged", "at step", "lower optimizer.lr")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -142,7 +173,9 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_gradient_clipping_works_with_the_manual_model(tmp_path):
-    result = run_script("train.py", *QUIET, "model=manual", "trainer.gradient_clip_val=0.5", f"hydra.run.dir={tmp_path}")
+    result = run_script(
+        "train.py", *QUIET, "model=manual", "trainer.gradient_clip_val=0.5", f"hydra.run.dir={tmp_path}"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
 
@@ -155,8 +188,14 @@ def _final(run: Path) -> tuple[dict, dict]:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> tuple[dict, dict]:
     run = tmp_path_factory.mktemp("alone")
-    result = run_script("train.py", *QUIET, "trainer.max_epochs=2", "trainer.deterministic=true", "data.batches_per_block=5",
-                        f"hydra.run.dir={run}")
+    result = run_script(
+        "train.py",
+        *QUIET,
+        "trainer.max_epochs=2",
+        "trainer.deterministic=true",
+        "data.batches_per_block=5",
+        f"hydra.run.dir={run}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return _final(run)
 
@@ -166,7 +205,9 @@ def test_interrupted_run_resumes_to_exactly_the_same_result(tmp_path, uninterrup
     """A signal during step `during` stops the run at the end of its block of 5 steps (`step`), inside an epoch."""
     overrides = [*QUIET, "trainer.max_epochs=2", "trainer.deterministic=true", "data.batches_per_block=5"]
     stopped = run_script("tests/signal_at_step.py", sig, str(during), *overrides, f"hydra.run.dir={tmp_path}")
-    line = assert_one_line_error(stopped, f"interrupted by {sig} at step {step}", "resume with: python train.py", code=code)
+    line = assert_one_line_error(
+        stopped, f"interrupted by {sig} at step {step}", "resume with: python train.py", code=code
+    )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["stopped_at_step"] == step
     last = tmp_path / "checkpoints" / "last.ckpt"

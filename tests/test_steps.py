@@ -1,8 +1,8 @@
-"""LitMLP's training loop: blocks of mini-batches per training_step, the lean step, and what must not change."""
+"""LitMLP's training loop: blocks of mini-batches per training_step, the two gradient paths, and what
+must not change."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import lightning as L
@@ -10,9 +10,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from backprop_lab import steps, training
 from backprop_lab.errors import Diverged
-from backprop_lab.training import train
+from backprop_lab.training import module
+from backprop_lab.training import train as training
+from backprop_lab.training.train import train
 from conftest import compose_cfg
 
 EPOCH = 30  # TINY: 300 training images in mini-batches of 10
@@ -29,13 +30,14 @@ def _net(ckpt: dict) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("model", ["manual", "reference"])
-def test_block_length_and_lean_path_leave_the_weights_unchanged(tmp_path, monkeypatch, model):
-    """One mini-batch per call, blocks of 5, the whole epoch in one block, and the standard (non-lean)
-    step: the same optimizer steps on the same batches, so bitwise the same weights."""
+def test_block_length_and_gradient_path_leave_the_weights_unchanged(tmp_path, monkeypatch, model):
+    """One mini-batch per call, blocks of 5, the whole epoch in one block, and gradients through
+    autograd (manual_backward, as under DDP): the same optimizer steps on the same batches, so
+    bitwise the same weights."""
     runs = {}
     for name, block in (("plain", "null"), ("blocks", "5"), ("epoch", "100")):
         runs[name] = _run(tmp_path / name, f"model={model}", "trainer.max_epochs=2", f"data.batches_per_block={block}")
-    monkeypatch.setattr(steps, "can_run_lean", lambda trainer: False)
+    monkeypatch.setattr(module, "gradients_without_autograd", lambda trainer: False)
     runs["standard"] = _run(tmp_path / "standard", f"model={model}", "trainer.max_epochs=2", "data.batches_per_block=5")
     plain_metrics, plain = runs.pop("plain")
     assert plain["global_step"] == 2 * EPOCH
@@ -50,10 +52,10 @@ def test_logged_steps_count_optimizer_steps(tmp_path):
     _run(tmp_path, "trainer.max_epochs=2", "data.batches_per_block=7", "log.grad_every_n_steps=10")  # blocks of 7 steps
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
     events.Reload()
-    steps_of = lambda tag: [e.step for e in events.Scalars(tag)]  # noqa: E731
+    steps_of = lambda tag: [e.step for e in events.Scalars(tag)]
     assert steps_of("train/loss") == list(range(0, 2 * EPOCH, 5))  # every log_every_n_steps-th step, at that step
     assert steps_of("delta_norm/layer1") == list(range(0, 2 * EPOCH, 10))
-    assert steps_of("val/acc") == [EPOCH - 1, 2 * EPOCH - 1]  # where Lightning puts epoch metrics: the last step
+    assert steps_of("val/acc") == [EPOCH, 2 * EPOCH]  # epoch metrics at the optimizer step they follow
     assert steps_of("lr-SGD") == [0, EPOCH]
     first = events.Scalars("train/loss")[0].value
     assert 1.5 < first < 3.5  # the cost of the untrained net on 10 classes: about ln 10
@@ -70,20 +72,27 @@ def test_max_steps_stops_inside_a_block(tmp_path):
 @pytest.mark.parametrize("interval,every,expected_steps", [("epoch", 1, 3), ("step", 20, 4)])
 def test_schedulers_step_at_their_interval(tmp_path, interval, every, expected_steps):
     """StepLR halves the rate every `every` epochs or steps: 3 epochs of 30 steps give 3 or 4 halvings."""
-    _, ckpt = _run(tmp_path, "scheduler=step", f"scheduler.interval={interval}", f"scheduler.step_size={every}",
-                   "trainer.max_epochs=3", "data.batches_per_block=7")
+    _, ckpt = _run(
+        tmp_path,
+        "scheduler=step",
+        f"scheduler.interval={interval}",
+        f"scheduler.step_size={every}",
+        "trainer.max_epochs=3",
+        "data.batches_per_block=7",
+    )
     (sched,) = ckpt["lr_schedulers"]
     lr = ckpt["optimizer_states"][0]["param_groups"][0]["lr"]
     expected_calls = 3 if interval == "epoch" else 3 * EPOCH
     assert sched["last_epoch"] == expected_calls
-    assert lr == pytest.approx(0.5 * 0.5 ** expected_steps)
+    assert lr == pytest.approx(0.5 * 0.5**expected_steps)
 
 
 def test_plateau_scheduler_reads_its_monitor(tmp_path):
-    metrics, ckpt = _run(tmp_path, "scheduler=plateau", "scheduler.patience=0", "trainer.max_epochs=3",
-                         "optimizer.lr=1e-6")  # nothing improves by 1e-4: every epoch after the first halves the rate
+    metrics, ckpt = _run(
+        tmp_path, "scheduler=plateau", "scheduler.patience=0", "trainer.max_epochs=3", "optimizer.lr=1e-6"
+    )  # nothing improves by 1e-4: every epoch after the first halves the rate
     assert metrics["status"] == "completed"
-    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-6 * 0.5 ** 2)
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-6 * 0.5**2)
 
 
 class NaNGradientAt(L.Callback):
@@ -110,84 +119,25 @@ def test_a_nan_gradient_stops_training_at_its_own_step(tmp_path, monkeypatch, bl
         train(compose_cfg(tmp_path, f"data.batches_per_block={block}"))
 
 
-def _twin_optimizers(name: str):
-    torch.manual_seed(0)
-    make = {"sgd": lambda ps: torch.optim.SGD(ps, lr=0.1),
-            "momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
-            "adam": lambda ps: torch.optim.Adam(ps, lr=0.01)}[name]
-    a = [torch.randn(5, 3, requires_grad=True), torch.randn(5, requires_grad=True)]
-    b = [p.detach().clone().requires_grad_(True) for p in a]
-    return a, make(a), b, make(b)
+def test_gradients_bypass_autograd_only_where_nothing_needs_the_graph():
+    """net.backprop writes .grad directly on one device in full precision or bf16 autocast; DDP (its
+    all-reduce hooks autograd) and other precisions (16-mixed's GradScaler, half-precision weights)
+    take manual_backward. (On a CPU Lightning turns 16-mixed into bf16-mixed: 16-true stands in.)"""
+    cpu = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    assert module.gradients_without_autograd(L.Trainer(**cpu, devices=1))
+    assert module.gradients_without_autograd(L.Trainer(**cpu, devices=1, precision="bf16-mixed"))
+    assert not module.gradients_without_autograd(L.Trainer(**cpu, devices=1, precision="16-true"))
+    assert not module.gradients_without_autograd(L.Trainer(**cpu, devices=2, strategy="ddp"))
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
-def test_stepper_steps_and_clears_like_step_and_zero_grad(name):
-    a, opt_a, b, opt_b = _twin_optimizers(name)
-    stepper = steps.Stepper(opt_a)
-    for _ in range(3):
-        grads = [torch.randn_like(p) for p in a]
-        for pa, pb, g in zip(a, b, grads):
-            pa.grad, pb.grad = g.clone(), g.clone()
-        stepper()
-        opt_b.step()
-        opt_b.zero_grad()
-        assert all(p.grad is None for p in a)
-        for pa, pb in zip(a, b):
-            assert torch.equal(pa, pb)
-
-
-def test_stepper_keeps_torch_step_while_hooks_or_a_profiler_need_it():
-    a, opt, _, _ = _twin_optimizers("sgd")
-    calls = []
-    handle = opt.register_step_post_hook(lambda *args: calls.append(1))
-    with_hook = steps.Stepper(opt)
-    for p in a:
-        p.grad = torch.ones_like(p)
-    with_hook()
-    assert calls == [1]
-    assert not with_hook.plain
-    handle.remove()
-    assert steps.Stepper(opt).plain  # no hook now: the plain step
-    with torch.profiler.profile() as prof:
-        stepper = steps.Stepper(opt)
-        for p in a:
-            p.grad = torch.ones_like(p)
-        stepper()
-    assert not stepper.plain
-    names = [e.name for e in prof.events()]
-    assert any(n.startswith("Optimizer.step#SGD.step") for n in names)
-    assert any(n.startswith("Optimizer.zero_grad#SGD.zero_grad") for n in names)
-
-
-def test_stepper_counts_steps_for_lr_schedulers_and_respects_other_replacements():
-    a, opt, _, _ = _twin_optimizers("sgd")
-    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)  # replaces opt.step with a counter
-    stepper = steps.Stepper(opt)
-    assert stepper.plain
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # "lr_scheduler.step() before optimizer.step()" would raise
-        for _ in range(2):
-            for p in a:
-                p.grad = torch.ones_like(p)
-            stepper()
-            scheduler.step()
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.25)
-    calls = []
-    inner_step = opt.step
-    opt.step = lambda *args, **kwargs: (calls.append(1), inner_step(*args, **kwargs))[1]  # anyone else's wrapper
-    replaced = steps.Stepper(opt)
-    for p in a:
-        p.grad = torch.ones_like(p)
-    replaced()
-    assert not replaced.plain and calls == [1]
-
-
-def test_optimizer_step_hooks_run_at_every_step_of_the_lean_path(tmp_path, monkeypatch):
+def test_optimizer_step_hooks_run_at_every_step_of_a_block(tmp_path, monkeypatch):
     class CountSteps(L.Callback):
         calls = 0
 
         def on_train_start(self, trainer, pl_module):
-            trainer.optimizers[0].register_step_post_hook(lambda *args: setattr(CountSteps, "calls", CountSteps.calls + 1))
+            trainer.optimizers[0].register_step_post_hook(
+                lambda *args: setattr(CountSteps, "calls", CountSteps.calls + 1)
+            )
 
     cfg = compose_cfg(tmp_path, "log.pictures_every_n_epochs=0", "trainer.max_epochs=2", "data.batches_per_block=7")
     original = training.build_trainer

@@ -14,10 +14,16 @@ README_SWEEP = "optimizer=sgd,momentum,adam activation=sigmoid,relu,tanh loss=ms
 
 @pytest.mark.slow
 def test_readme_sweep_runs_and_is_summarised(tmp_path):
-    tiny = [o for o in TINY if not o.startswith("trainer.enable")] + ["data.train_size=200", "log.pictures_every_n_epochs=0"]
+    tiny = [o for o in TINY if not o.startswith("trainer.enable")] + [
+        "data.train_size=200",
+        "log.pictures_every_n_epochs=0",
+    ]
     excluded = ",".join(o.split("=")[0] for o in tiny)
     result = run_script(
-        "train.py", "-m", *README_SWEEP.split(), *tiny,
+        "train.py",
+        "-m",
+        *README_SWEEP.split(),
+        *tiny,
         f"hydra.sweep.dir={tmp_path}",
         f"hydra.job.config.override_dirname.exclude_keys=[{excluded},ckpt_path]",
         timeout=600,
@@ -42,11 +48,20 @@ def test_readme_sweep_runs_and_is_summarised(tmp_path):
 
 @pytest.mark.slow
 def test_joblib_launcher_runs_two_jobs_in_parallel_processes(tmp_path):
-    tiny = [o for o in TINY if not o.startswith("trainer.enable")] + ["data.train_size=200", "log.pictures_every_n_epochs=0"]
+    tiny = [o for o in TINY if not o.startswith("trainer.enable")] + [
+        "data.train_size=200",
+        "log.pictures_every_n_epochs=0",
+    ]
     excluded = ",".join(o.split("=")[0] for o in tiny)
     result = run_script(
-        "train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer=sgd,adam", *tiny,
-        f"hydra.sweep.dir={tmp_path}", f"hydra.job.config.override_dirname.exclude_keys=[{excluded},ckpt_path]",
+        "train.py",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "optimizer=sgd,adam",
+        *tiny,
+        f"hydra.sweep.dir={tmp_path}",
+        f"hydra.job.config.override_dirname.exclude_keys=[{excluded},ckpt_path]",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in tmp_path.rglob("metrics.json")}
@@ -56,11 +71,18 @@ def test_joblib_launcher_runs_two_jobs_in_parallel_processes(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep_and_is_summarised(tmp_path):
-    tiny = [o for o in TINY if not o.startswith("trainer.enable")] + ["data.train_size=200", "log.pictures_every_n_epochs=0"]
+    tiny = [o for o in TINY if not o.startswith("trainer.enable")] + [
+        "data.train_size=200",
+        "log.pictures_every_n_epochs=0",
+    ]
     excluded = ",".join(o.split("=")[0] for o in tiny)
     result = run_script(
-        "train.py", "-m", "optimizer.lr=-1,0.5", *tiny,
-        f"hydra.sweep.dir={tmp_path}", f"hydra.job.config.override_dirname.exclude_keys=[{excluded},ckpt_path]",
+        "train.py",
+        "-m",
+        "optimizer.lr=-1,0.5",
+        *tiny,
+        f"hydra.sweep.dir={tmp_path}",
+        f"hydra.job.config.override_dirname.exclude_keys=[{excluded},ckpt_path]",
     )
     statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in tmp_path.rglob("metrics.json")}
     assert statuses["optimizer.lr=0.5"] == "completed"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from backprop_lab.sweeps import COLUMNS, NO_METRICS, SummarizeSweep, collect, write_summary
+from backprop_lab.reporting.sweeps import COLUMNS, NO_METRICS, SummarizeSweep, collect, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -32,11 +32,22 @@ def make_job(sweep: Path, overrides: list[str], metrics: dict | str | None) -> P
 def completed(test_acc: float, val_best: float, curve: list[float] | None = None, **extra) -> dict:
     curve = curve or [val_best - 0.1, val_best - 0.05, val_best]
     return {
-        "status": "completed", "test/acc": test_acc, "test/loss": 0.3, "val/acc_best": val_best,
-        "val/acc": curve[-1], "epochs": len(curve), "train_seconds": 12.34, "data_source": "mnist-subset",
+        "status": "completed",
+        "test/acc": test_acc,
+        "test/loss": 0.3,
+        "val/acc_best": val_best,
+        "val/acc": curve[-1],
+        "epochs": len(curve),
+        "train_seconds": 12.34,
+        "data_source": "mnist-subset",
         "data_sizes": {"train": 4000, "val": 500, "test": 500},
-        "history": {"epoch": list(range(1, len(curve) + 1)), "val/acc": curve,
-                    "val/loss": [0.5] * len(curve), "train/loss": [0.6] * len(curve), "train/acc": curve},
+        "history": {
+            "epoch": list(range(1, len(curve) + 1)),
+            "val/acc": curve,
+            "val/loss": [0.5] * len(curve),
+            "train/loss": [0.6] * len(curve),
+            "train/acc": curve,
+        },
         **extra,
     }
 
@@ -151,8 +162,16 @@ def test_many_jobs_and_malformed_metrics_do_not_raise(tmp_path):
     logs = tmp_path / "seed=0,optimizer=sgd" / "logs"  # a logger's own metrics.json is not a job
     logs.mkdir()
     (logs / "metrics.json").write_text("{}")
-    make_job(tmp_path, ["weird=types"], {"status": "completed\nwith newline", "test/acc": "high", "epochs": None,
-                                         "history": {"epoch": [1, 2], "val/acc": ["x", float("nan"), 0.5]}})
+    make_job(
+        tmp_path,
+        ["weird=types"],
+        {
+            "status": "completed\nwith newline",
+            "test/acc": "high",
+            "epochs": None,
+            "history": {"epoch": [1, 2], "val/acc": ["x", float("nan"), 0.5]},
+        },
+    )
     rows = collect(tmp_path)
     assert len(rows) == 12
     by_job = {r["job"]: r for r in rows}
@@ -165,8 +184,9 @@ def test_many_jobs_and_malformed_metrics_do_not_raise(tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "scripts/summarize_sweep.py", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "scripts/summarize_sweep.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_prints_the_table_and_writes_files(sweep):
@@ -190,7 +210,7 @@ def test_cli_fails_in_one_line_without_jobs(tmp_path, case):
 
 
 def test_callback_writes_the_summary(sweep, caplog):
-    with caplog.at_level("INFO", logger="backprop_lab.sweeps"), pytest.raises(SystemExit) as stop:
+    with caplog.at_level("INFO", logger="backprop_lab.reporting.sweeps"), pytest.raises(SystemExit) as stop:
         SummarizeSweep().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
     assert stop.value.code == 1  # the fixture sweep has failed jobs
     assert all((sweep / f"summary.{ext}").exists() for ext in ("csv", "md", "png"))
@@ -200,7 +220,8 @@ def test_callback_writes_the_summary(sweep, caplog):
 @pytest.mark.slow
 def test_hydra_multirun_calls_the_callback(tmp_path):
     """A real multirun: the registered callback finds the sweep dir even when `${now:}` ticks mid-sweep."""
-    (tmp_path / "cfg.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "cfg.yaml").write_text(
+        textwrap.dedent("""
         x: 1
         hydra:
           sweep:
@@ -208,9 +229,11 @@ def test_hydra_multirun_calls_the_callback(tmp_path):
             subdir: ${hydra.job.override_dirname}
           callbacks:
             summarize_sweep:
-              _target_: backprop_lab.sweeps.SummarizeSweep
-    """))
-    (tmp_path / "app.py").write_text(textwrap.dedent("""
+              _target_: backprop_lab.reporting.sweeps.SummarizeSweep
+    """)
+    )
+    (tmp_path / "app.py").write_text(
+        textwrap.dedent("""
         import json, time
         from pathlib import Path
         import hydra
@@ -227,10 +250,12 @@ def test_hydra_multirun_calls_the_callback(tmp_path):
             (out / "metrics.json").write_text(json.dumps(metrics))
 
         main()
-    """))
+    """)
+    )
     env = {**__import__("os").environ, "SWEEP_ROOT": str(tmp_path / "multiruns")}
-    proc = subprocess.run([sys.executable, "app.py", "-m", "x=1,2,3"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "app.py", "-m", "x=1,2,3"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 1, proc.stderr  # x=3 failed: the summary is written, the exit status says so
     assert "1 of 3 sweep jobs did not complete" in proc.stderr
     (sweep_dir,) = (tmp_path / "multiruns").iterdir()

@@ -10,13 +10,16 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from backprop_lab.config import ConfigError
-from backprop_lab.evaluation import evaluate, load_checkpoint
-from backprop_lab.training import build_module, train
+from backprop_lab.errors import ConfigError
+from backprop_lab.training.checkpoints import load_checkpoint
+from backprop_lab.training.evaluate import evaluate
+from backprop_lab.training.train import build_module, train
 from conftest import CONF, compose_cfg
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "experiment", "debug", "hydra/launcher"]
-OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml")) if p.stem != "default" or g == "trainer"]
+OPTIONS = [
+    (g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml")) if p.stem != "default" or g == "trainer"
+]
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -82,8 +85,16 @@ def test_resume_continues_and_evaluate_reproduces_test_accuracy(tmp_path):
     assert resumed["epochs"] == 2 and first["epochs"] == 1
     assert torch.load(last, weights_only=True)["epoch"] == 1
 
-    cfg = compose_cfg(tmp_path, f"ckpt_path={resumed['best_ckpt']}", "data=mnist_subset", "data.train_size=300",
-                      "data.val_size=100", "data.test_size=100", "accelerator=cpu", config_name="evaluate")
+    cfg = compose_cfg(
+        tmp_path,
+        f"ckpt_path={resumed['best_ckpt']}",
+        "data=mnist_subset",
+        "data.train_size=300",
+        "data.val_size=100",
+        "data.test_size=100",
+        "accelerator=cpu",
+        config_name="evaluate",
+    )
     assert evaluate(cfg)["test/acc"] == pytest.approx(resumed["test/acc"], abs=1e-6)
 
 
@@ -102,8 +113,19 @@ def test_tensorboard_has_scalars_and_real_hparams(make_cfg, tmp_path):
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "tensors": 0, "images": 0, "histograms": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc", "lr-SGD",
-                "delta_norm/layer1", "delta_norm/layer2", "dW_norm/layer1", "dW_norm/layer2"):
+    for tag in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/acc_best",
+        "test/acc",
+        "lr-SGD",
+        "delta_norm/layer1",
+        "delta_norm/layer2",
+        "dW_norm/layer1",
+        "dW_norm/layer2",
+    ):
         assert tag in scalars, (tag, scalars)
     assert {"features/hidden_units", "test/misclassified", "test/confusion_matrix"} <= set(events.Tags()["images"])
     assert {"weights/W1", "grads/W1"} <= set(events.Tags()["histograms"])

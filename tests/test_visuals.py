@@ -13,10 +13,7 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, TensorDataset
 
-from backprop_lab.lit_module import LitMLP
-from backprop_lab.visuals import (
-    LayerGradients,
-    Pictures,
+from backprop_lab.inspection.figures import (
     confusion_figure,
     confusion_matrix,
     hidden_unit_tiles,
@@ -24,6 +21,8 @@ from backprop_lab.visuals import (
     misclassified_figure,
     predictions,
 )
+from backprop_lab.inspection.tensorboard import LayerGradients, Pictures
+from backprop_lab.training.module import LitMLP
 
 SGD = {"_target_": "torch.optim.SGD", "lr": 0.5}
 N_TRAIN, BATCH, EPOCHS = 200, 10, 2
@@ -63,8 +62,14 @@ def _fit(save_dir, callbacks, logger="tb", epochs=EPOCHS, seed=0, **trainer_kwar
     elif logger == "csv":
         logger = CSVLogger(save_dir, name="", version="")
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=epochs, logger=logger, callbacks=callbacks, enable_progress_bar=False,
-        enable_checkpointing=False, enable_model_summary=False, **{"log_every_n_steps": 5, **trainer_kwargs},
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=logger,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        **{"log_every_n_steps": 5, **trainer_kwargs},
     )
     dm = TinyData()
     trainer.fit(module, datamodule=dm)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lightning as L
 
-from backprop_lab import training
+from backprop_lab.training import train as training
 
 
 class SaveForever(L.Callback):

@@ -6,10 +6,24 @@ Kept free of heavy imports, so that a bad command line is reported before torch 
 from __future__ import annotations
 
 import signal
+import sys
+from typing import NoReturn
 
 
-def one_line(message: str) -> str:
+def one_line(message: object) -> str:
+    """The message with every run of whitespace (newlines included) collapsed to one space."""
     return " ".join(str(message).split())
+
+
+def print_error(message: object) -> None:
+    """`error: <message>` as one line on stderr: how every entry point reports a problem."""
+    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+def fail(message: object, code: int = 1) -> NoReturn:
+    """print_error, then exit with `code`."""
+    print_error(message)
+    sys.exit(code)
 
 
 class ConfigError(ValueError):

@@ -1,5 +1,5 @@
 """Where things live: the project root and the run folder (OmegaConf resolvers for conf/, registered
-on import; the entry points import this through cli before Hydra composes a config), and how files
+on import; the entry points import this through training.cli before Hydra composes a config), and how files
 in a run folder are written (atomically).
 """
 
@@ -9,12 +9,14 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 from omegaconf import OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = PROJECT_ROOT / "conf"  # the Hydra configs: conf/ at the top of the checkout
 
 
 def project_root() -> str:
