@@ -34,13 +34,31 @@ class Activation:
 
 
 def _relu_df(a: Tensor) -> Tensor:
-    return (a > 0).to(a.dtype)
+    return (a > 0).to(a.dtype)  # f' = 1 if z > 0 else 0  [eq:relu-prime]
 
 
 HIDDEN: dict[str, Activation] = {
-    "sigmoid": Activation("sigmoid", torch.sigmoid, lambda a: a * (1 - a), nn.Sigmoid, torch.ops.aten.sigmoid_backward),
-    "tanh": Activation("tanh", torch.tanh, lambda a: 1 - a * a, nn.Tanh, torch.ops.aten.tanh_backward),
-    "relu": Activation("relu", torch.relu, _relu_df, nn.ReLU, lambda g, a: torch.ops.aten.threshold_backward(g, a, 0)),
+    "sigmoid": Activation(
+        "sigmoid",
+        torch.sigmoid,
+        lambda a: a * (1 - a),  # sigma' = sigma (1 - sigma)  [eq:sigmoid-prime]
+        nn.Sigmoid,
+        torch.ops.aten.sigmoid_backward,
+    ),
+    "tanh": Activation(
+        "tanh",
+        torch.tanh,
+        lambda a: 1 - a * a,  # tanh' = 1 - tanh^2  [eq:tanh-prime]
+        nn.Tanh,
+        torch.ops.aten.tanh_backward,
+    ),
+    "relu": Activation(
+        "relu",
+        torch.relu,
+        _relu_df,
+        nn.ReLU,
+        lambda g, a: torch.ops.aten.threshold_backward(g, a, 0),
+    ),
 }
 # `fused`: ATen's elementwise kernels for exactly g * df(a) (one pass instead of three; the
 # tests check them against df), which matter when a small network's step is a few microseconds.
@@ -78,7 +96,7 @@ def output_vjp(g: Tensor, a: Tensor, name: str) -> Tensor:
     a * (g - <g, a>) per row.
     """
     if name == "softmax":
-        return a * (g - (g * a).sum(dim=-1, keepdim=True))  # (B, n_L)
+        return a * (g - (g * a).sum(dim=-1, keepdim=True))  # (B, n_L)  [eq:softmax-vjp]
     if name == "sigmoid":
         return g * a * (1 - a)  # (B, n_L)
     return g

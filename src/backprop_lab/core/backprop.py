@@ -45,9 +45,9 @@ def forward(x: Tensor, Ws: Sequence[Tensor], bs: Sequence[Tensor], activation: s
     a = x  # (B, n_0) a^0
     saved = [a]
     for l in range(L):
-        z = torch.addmm(bs[l], a, Ws[l].t())  # (B, n_l) z^l = W^l a^(l-1) + b^l
+        z = torch.addmm(bs[l], a, Ws[l].t())  # (B, n_l) z^l = W^l a^(l-1) + b^l  [eq:z]
         if l < L - 1:
-            a = f(z)  # (B, n_l) a^l = f(z^l)
+            a = f(z)  # (B, n_l) a^l = f(z^l)  [eq:a]
             saved.append(a)
     return z, saved  # (B, n_L) z^L
 
@@ -74,13 +74,13 @@ def backward(
     dx = None
     for l in reversed(range(L)):  # code layer l is the lecture's layer l+1
         if needs is None or needs[2 * l]:
-            grads[2 * l] = delta.t() @ a[l]  # (n_l+1, n_l) dC/dW = delta a^T
+            grads[2 * l] = delta.t() @ a[l]  # (n_l+1, n_l) dC/dW = delta a^T  [eq:BP4]
         if needs is None or needs[2 * l + 1]:
-            grads[2 * l + 1] = delta.sum(0)  # (n_l+1,) dC/db = delta
+            grads[2 * l + 1] = delta.sum(0)  # (n_l+1,) dC/db = delta  [eq:BP3]
         if l > 0:
-            delta = act.times_df(delta @ Ws[l], a[l])  # (B, n_l) delta^l = (W^(l+1))^T delta^(l+1) * f'(z^l)
+            delta = act.times_df(delta @ Ws[l], a[l])  # (B, n_l) delta^l = (W^(l+1))^T delta^(l+1) * f'(z^l)  [eq:BP2]
         elif input_grad:
-            dx = delta @ Ws[0]  # (B, n_0) dC/dx = (W^1)^T delta^1
+            dx = delta @ Ws[0]  # (B, n_0) dC/dx = (W^1)^T delta^1  [eq:dC-dx]
         if release:
             a[l] = None  # type: ignore[index]
     return grads, dx

@@ -59,15 +59,15 @@ def base_case(z: Tensor, y: Tensor, cost: str, output: str) -> tuple[Tensor, Ten
     Y = one_hot(y, z.shape[1], z.dtype)  # (B, n_L)
     if cost == "mse":
         a = activations.output(z, output)  # (B, n_L) a^L
-        C = (Y - a).pow(2).sum() / n
-        dC_da = 2 * (a - Y) / n  # (B, n_L) dC/da^L
-        delta = activations.output_vjp(dC_da, a, output)  # (B, n_L) * f_out'(z^L)
+        C = (Y - a).pow(2).sum() / n  # (1/n) sum_x ||y(x) - a^L(x)||^2  [eq:mse]
+        dC_da = 2 * (a - Y) / n  # (B, n_L) dC/da^L  [eq:mse-dC-da]
+        delta = activations.output_vjp(dC_da, a, output)  # (B, n_L) * f_out'(z^L)  [eq:BP1]
     elif output == "softmax":
         log_a = torch.log_softmax(z, dim=1)  # (B, n_L) ln a^L, stable for saturated outputs
-        C = F.nll_loss(log_a, y)  # -(1/n) sum_x ln a^L_y(x)
-        delta = (log_a.exp() - Y) / n  # (B, n_L) fused: dC/da^L * f_out'(z^L) = (a^L - y)/n
+        C = F.nll_loss(log_a, y)  # -(1/n) sum_x ln a^L_y(x)  [eq:ce-softmax]
+        delta = (log_a.exp() - Y) / n  # (B, n_L) fused: dC/da^L * f_out'(z^L) = (a^L - y)/n  [eq:BP1-ce]
     else:  # sigmoid cross-entropy: -[y ln s(z) + (1-y) ln(1-s(z))] = softplus(z) - y z
-        C = (F.softplus(z) - Y * z).sum() / n
+        C = (F.softplus(z) - Y * z).sum() / n  # -(1/n) sum_x sum_j [y_j ln a_j + (1-y_j) ln(1-a_j)]  [eq:ce-sigmoid]
         delta = (torch.sigmoid(z) - Y) / n  # (B, n_L) fused, as for softmax
     return C, delta
 
