@@ -33,6 +33,7 @@ from backprop_lab.data import (
     DataError,
     DataFallbackWarning,
     FashionMNISTDataModule,
+    InMemoryDataModule,
     InMemoryLoader,
     MNISTDataModule,
     MNISTSubsetDataModule,
@@ -559,8 +560,12 @@ def test_cuda_trainer_puts_the_data_on_the_gpu_once(cached_subset):
     [("mnist", MNISTDataModule), ("fashion_mnist", FashionMNISTDataModule), ("mnist_subset", MNISTSubsetDataModule)],
 )
 def test_hydra_config_spells_out_every_argument(tmp_path, name, cls):
+    """Every constructor argument, the class's own and the common ones it passes on (`**common`), once."""
     node = OmegaConf.load(CONF / f"{name}.yaml")
-    params = inspect.signature(cls.__init__).parameters
+    params = {}
+    for klass in reversed([k for k in cls.__mro__ if issubclass(k, InMemoryDataModule)]):
+        own = inspect.signature(klass.__init__).parameters
+        params.update({k: p for k, p in own.items() if p.kind is not inspect.Parameter.VAR_KEYWORD})
     assert set(node) - {"_target_"} == set(params) - {"self"}
     for key in node:
         if key != "_target_" and not OmegaConf.is_interpolation(node, key):

