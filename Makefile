@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: train test sweep tensorboard clean-venv
+.PHONY: train test lint format tensorboard clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,19 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
-## test: the whole test suite (no GPU, no network needed)
-test: $(STAMP)
+## test: ruff (lint and format check), then the whole test suite (no GPU, no network needed)
+test: lint
 	$(PY) -m pytest -n 2 $(ARGS)
+
+## lint: ruff's lint rules and format check (configured in pyproject.toml)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## format: apply ruff's formatter and safe fixes
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 ## tensorboard: inspect every run and sweep under outputs/
 tensorboard: $(STAMP)

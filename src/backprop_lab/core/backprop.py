@@ -11,6 +11,12 @@ Notation (layer l = 1..L, mini-batch of B inputs stored as rows, so vectors are 
                  dC/db^l_k  = delta^l_k               db = delta.sum(0)          (n_l,)
                  (summed over the batch; the 1/n of the mean cost is already inside delta^L)
 
+Populations: every tensor may carry a leading member dimension N (W^l (N, n_l, n_(l-1)), b^l
+(N, n_l), a^l (N, B, n_l)): N independent networks, each on its own mini-batch, in one pass of
+batched matmuls. The same lines run for both (`.mT` is the transpose of the last two dimensions,
+sums run over the batch dimension -2); only z^l = W^l a + b picks its kernel (`affine`). A shared
+input x (B, n_0) feeds every member.
+
 `forward` and `backward` are the two passes as plain functions, with no autograd inside. The
 `Backprop` Function plugs them into autograd (so optimizers, DDP's all-reduce and clipping see
 ordinary gradients); `models.ManualMLP.backprop` calls them directly for a whole training step.
@@ -38,14 +44,24 @@ def without_autocast(device_type: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def affine(a: Tensor, W: Tensor, b: Tensor) -> Tensor:
+    """a @ W^T + b in one fused kernel: one network (W (n_out, n_in)) or a population (W (N, n_out, n_in),
+    a (N, B, n_in) or a shared (B, n_in))."""
+    if W.dim() == 2:
+        return torch.addmm(b, a, W.t())  # (B, n_out)
+    if a.dim() == 2:
+        a = a.expand(W.shape[0], *a.shape)  # the same inputs for every member, without a copy
+    return torch.baddbmm(b.unsqueeze(-2), a, W.mT)  # (N, B, n_out)
+
+
 def forward(x: Tensor, Ws: Sequence[Tensor], bs: Sequence[Tensor], activation: str) -> tuple[Tensor, list[Tensor]]:
     """z^L and the activations [a^0, ..., a^(L-1)] that the backward pass needs."""
     f = activations.hidden(activation).f
     L = len(Ws)
-    a = x  # (B, n_0) a^0
+    a = x  # (B, n_0) a^0, or (N, B, n_0)
     saved = [a]
     for l in range(L):
-        z = torch.addmm(bs[l], a, Ws[l].t())  # (B, n_l) z^l = W^l a^(l-1) + b^l  [eq:z]
+        z = affine(a, Ws[l], bs[l])  # (B, n_l) z^l = W^l a^(l-1) + b^l  [eq:z]
         if l < L - 1:
             a = f(z)  # (B, n_l) a^l = f(z^l)  [eq:a]
             saved.append(a)
@@ -74,13 +90,15 @@ def backward(
     dx = None
     for l in reversed(range(L)):  # code layer l is the lecture's layer l+1
         if needs is None or needs[2 * l]:
-            grads[2 * l] = delta.t() @ a[l]  # (n_l+1, n_l) dC/dW = delta a^T  [eq:BP4]
+            grads[2 * l] = delta.mT @ a[l]  # (n_l+1, n_l) dC/dW = delta a^T  [eq:BP4]
         if needs is None or needs[2 * l + 1]:
-            grads[2 * l + 1] = delta.sum(0)  # (n_l+1,) dC/db = delta  [eq:BP3]
+            grads[2 * l + 1] = delta.sum(-2)  # (n_l+1,) dC/db = delta  [eq:BP3]
         if l > 0:
             delta = act.times_df(delta @ Ws[l], a[l])  # (B, n_l) delta^l = (W^(l+1))^T delta^(l+1) * f'(z^l)  [eq:BP2]
         elif input_grad:
             dx = delta @ Ws[0]  # (B, n_0) dC/dx = (W^1)^T delta^1  [eq:dC-dx]
+            if dx.dim() > a[0].dim():  # a shared input: every member's cost depends on it
+                dx = dx.sum(0)
         if release:
             a[l] = None  # type: ignore[index]
     return grads, dx

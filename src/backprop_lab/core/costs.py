@@ -15,6 +15,9 @@ Base case, delta^L = dC/dz^L = dC/da^L * f_out'(z^L):
 `base_case` computes C and delta^L together, by hand: `ManualCost` wraps it for autograd (its
 backward only hands out the delta^L of the forward), `ManualMLP.backprop` calls it directly.
 `reference_cost` is the same C in plain torch ops, differentiated by autograd.
+
+Populations: z^L (N, B, n_L) and y (N, B) (or a y (B,) shared by all members) give one cost per
+member, C (N,), and delta^L (N, B, n_L); the sums run over each member's own inputs.
 """
 
 from __future__ import annotations
@@ -50,24 +53,28 @@ def _identity(n_out: int, dtype: torch.dtype, device: torch.device) -> Tensor:
 
 def one_hot(y: Tensor, n_out: int, dtype: torch.dtype) -> Tensor:
     """Y with Y[i, y_i] = 1: the desired output y(x) of each input as a vector (rows of the identity)."""
-    return _identity(n_out, dtype, y.device).index_select(0, y)  # (B, n_L)
+    return _identity(n_out, dtype, y.device).index_select(0, y.flatten()).view(*y.shape, n_out)  # (B, n_L)
 
 
 def base_case(z: Tensor, y: Tensor, cost: str, output: str) -> tuple[Tensor, Tensor]:
-    """(C, delta^L): the mean cost over the n rows of z^L, and delta^L = dC/dz^L, both by hand."""
-    n = z.shape[0]
-    Y = one_hot(y, z.shape[1], z.dtype)  # (B, n_L)
+    """(C, delta^L): the mean cost over the n rows of z^L, and delta^L = dC/dz^L, both by hand
+    (one C per member for a population)."""
+    n = z.shape[-2]
+    y = y.expand(z.shape[:-1])  # (B,) or (N, B): a shared y serves every member
+    Y = one_hot(y, z.shape[-1], z.dtype)  # (B, n_L)
     if cost == "mse":
         a = activations.output(z, output)  # (B, n_L) a^L
-        C = (Y - a).pow(2).sum() / n  # (1/n) sum_x ||y(x) - a^L(x)||^2  [eq:mse]
+        C = (Y - a).pow(2).sum((-2, -1)) / n  # (1/n) sum_x ||y(x) - a^L(x)||^2  [eq:mse]
         dC_da = 2 * (a - Y) / n  # (B, n_L) dC/da^L  [eq:mse-dC-da]
         delta = activations.output_vjp(dC_da, a, output)  # (B, n_L) * f_out'(z^L)  [eq:BP1]
     elif output == "softmax":
-        log_a = torch.log_softmax(z, dim=1)  # (B, n_L) ln a^L, stable for saturated outputs
-        C = F.nll_loss(log_a, y)  # -(1/n) sum_x ln a^L_y(x)  [eq:ce-softmax]
+        log_a = torch.log_softmax(z, dim=-1)  # (B, n_L) ln a^L, stable for saturated outputs
+        C = -log_a.gather(-1, y.unsqueeze(-1)).sum((-2, -1)) / n  # -(1/n) sum_x ln a^L_y(x)  [eq:ce-softmax]
         delta = (log_a.exp() - Y) / n  # (B, n_L) fused: dC/da^L * f_out'(z^L) = (a^L - y)/n  [eq:BP1-ce]
     else:  # sigmoid cross-entropy: -[y ln s(z) + (1-y) ln(1-s(z))] = softplus(z) - y z
-        C = (F.softplus(z) - Y * z).sum() / n  # -(1/n) sum_x sum_j [y_j ln a_j + (1-y_j) ln(1-a_j)]  [eq:ce-sigmoid]
+        C = (F.softplus(z) - Y * z).sum(
+            (-2, -1)
+        ) / n  # -(1/n) sum_x sum_j [y_j ln a_j + (1-y_j) ln(1-a_j)]  [eq:ce-sigmoid]
         delta = (torch.sigmoid(z) - Y) / n  # (B, n_L) fused, as for softmax
     return C, delta
 
@@ -85,7 +92,7 @@ class ManualCost(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dC: Tensor):
         (delta,) = ctx.saved_tensors
-        return dC * delta, None, None, None
+        return dC.reshape(*dC.shape, 1, 1) * delta, None, None, None  # each member's dC scales its delta
 
 
 def manual_cost(z: Tensor, y: Tensor, cost: str, output: str) -> Tensor:

@@ -5,10 +5,18 @@ Both map x (B, sizes[0]) to z^L (B, sizes[-1]) and keep the output activation an
 with the same initialisation, so the same seed gives the same weights, and their state_dicts
 have the same keys (`0.weight`, `0.bias`, `2.weight`, ...: nn.Sequential's numbering), so a
 checkpoint of one loads into the other.
+
+Populations: `ManualMLP.stack(nets)` / `ReferenceMLP.stack(nets)` make one module of N networks
+of one architecture, with every W^l stacked to (N, n_l, n_(l-1)) and b^l to (N, n_l) under the
+same names; member k starts as nets[k]. The manual population runs the same hand-written passes
+with a leading member dimension; the reference population runs the ReferenceMLP per member through
+torch.func (`stack_module_state`, `functional_call`, `vmap`). Inputs are (N, B, n_0), a member's
+own mini-batch each, or (B, n_0) shared by all; costs come back one per member, (N,).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 
@@ -69,19 +77,48 @@ def _linears(sizes: Sequence[int], init: str) -> list[nn.Linear]:
 
 
 class _MLPMixin:
-    """What both models share: the output activation, the cost and the predictions."""
+    """What both models share: the output activation, the cost, the predictions, populations."""
 
     sizes: list[int]
     activation: str
     output: str
     init: str
+    members: int | None = None  # None: one network; N: a population of N
+
+    @classmethod
+    def stack(cls, nets: Sequence[nn.Module]):
+        """A population whose member k starts as nets[k] (one architecture; the nets are not changed)."""
+        first = nets[0]
+        if any((n.sizes, n.activation, n.output) != (first.sizes, first.activation, first.output) for n in nets):
+            raise ValueError("a population needs networks of one architecture, activation and output")
+        stacked, _ = torch.func.stack_module_state(list(nets))  # {"0.weight": (N, n_1, n_0), ...}
+        population = copy.deepcopy(first)
+        for name, p in stacked.items():
+            module, leaf = name.rsplit(".", 1)
+            setattr(population.get_submodule(module), leaf, nn.Parameter(p.detach()))
+        population.members = len(nets)
+        return population
+
+    def member(self, k: int):
+        """Member k of a population as a standalone network, with a copy of its weights."""
+        if self.members is None:
+            raise ValueError("member() needs a population (made by stack())")
+        net = copy.deepcopy(self)
+        for name, p in self.named_parameters():
+            module, leaf = name.rsplit(".", 1)
+            setattr(net.get_submodule(module), leaf, nn.Parameter(p.detach()[k].clone()))
+        net.members = None
+        return net
 
     def predict_proba(self, x: Tensor) -> Tensor:
         """a^L: class probabilities for softmax, per-class sigmoids for sigmoid outputs."""
         return activations.output(self(x), self.output)
 
     def extra_repr(self) -> str:
-        return f"sizes={self.sizes}, activation={self.activation!r}, output={self.output!r}, init={self.init!r}"
+        members = f", members={self.members}" if self.members is not None else ""
+        return (
+            f"sizes={self.sizes}, activation={self.activation!r}, output={self.output!r}, init={self.init!r}{members}"
+        )
 
 
 class ManualMLP(_MLPMixin, nn.Module):
@@ -114,8 +151,9 @@ class ManualMLP(_MLPMixin, nn.Module):
 
     def _inputs(self, x: Tensor, Ws: list[Tensor], bs: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """x flattened and [W^l], [b^l], in float32 under autocast (the textbook math never runs in
-        half precision: both passes cast the way torch.amp.custom_fwd(cast_inputs=float32) would)."""
-        if x.dim() != 2:
+        half precision: both passes cast the way torch.amp.custom_fwd(cast_inputs=float32) would).
+        A population takes (N, B, n_0) or shared (B, n_0) rows; anything else is a batch of images."""
+        if x.shape[-1] != self.sizes[0] or x.dim() > (3 if self.members else 2):
             x = x.flatten(1)
         if torch.is_autocast_enabled(x.device.type):
             x, Ws, bs = x.float(), [W.float() for W in Ws], [b.float() for b in bs]
@@ -173,16 +211,30 @@ class ReferenceMLP(_MLPMixin, nn.Sequential):
         self.sizes, self.activation, self.output, self.init = sizes, activation, output, init
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.flatten(1))
+        if self.members is None:
+            return super().forward(x.flatten(1))
+        if x.shape[-1] != self.sizes[0] or x.dim() > 3:
+            x = x.flatten(1)
+        run = lambda p, xb: torch.func.functional_call(self.template[0], p, (xb,))
+        return torch.func.vmap(run, in_dims=(0, 0 if x.dim() == 3 else None))(dict(self.named_parameters()), x)
 
     def loss(self, z: Tensor, y: Tensor, cost: str) -> Tensor:
-        return costs.reference_cost(z, y, cost, self.output)
+        if self.members is None:
+            return costs.reference_cost(z, y, cost, self.output)
+        per_member = lambda zk, yk: costs.reference_cost(zk, yk, cost, self.output)
+        return torch.func.vmap(per_member, in_dims=(0, 0 if y.dim() == 2 else None))(z, y)  # (N,)
+
+    @classmethod
+    def stack(cls, nets: Sequence[nn.Module]) -> ReferenceMLP:
+        population = super().stack(nets)
+        population.template = [copy.deepcopy(nets[0]).to("meta")]  # one member's network, weights swapped in
+        return population
 
     def backprop(self, x: Tensor, y: Tensor, cost: str) -> tuple[Tensor, Tensor]:
         """The same contract as ManualMLP.backprop, through autograd: (C, z^L), gradients in .grad."""
         z = self(x)
         C = self.loss(z, y, cost)
-        C.backward()
+        C.sum().backward()  # a population's members add up: each gets the gradient of its own cost
         return C.detach(), z.detach()
 
 

@@ -42,6 +42,9 @@ class InMemoryLoader:
     With `block=k` it yields `Block`s of k consecutive mini-batches (the same batches in the same
     order; a last partial batch comes alone), and its length counts blocks. Positions (`state_dict`,
     `skip_next`) always count mini-batches, so a run may resume with another block size.
+
+    With `members=N` (a population) it serves N orders at once, member k's drawn from (seed + k, e),
+    exactly the order a run with seed + k would see: batches (N, B, ...), blocks (k, N, B, ...).
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class InMemoryLoader:
         world_size: int = 1,
         pad: bool = False,
         block: int | None = None,
+        members: int = 1,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
@@ -67,6 +71,9 @@ class InMemoryLoader:
         self.x, self.y = x, y  # (N, 784), (N,)
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world_size, self.pad, self.block = rank, world_size, pad, block
+        if members < 1:
+            raise ValueError(f"need members >= 1, got {members}")
+        self.members = members
         self.epoch = 0
         self._skip = 0  # batches to skip at the start of the next iteration (resume)
         self._yielded = 0  # batches handed out so far in this epoch
@@ -92,12 +99,17 @@ class InMemoryLoader:
     def indices(self, epoch: int | None = None) -> Tensor:
         """This rank's example indices for `epoch` (default: the current one), in batch order."""
         epoch = self.epoch if epoch is None else epoch
+        orders = [self._order(self.seed + k, epoch) for k in range(self.members)]
+        order = np.stack(orders) if self.members > 1 else orders[0]
+        return torch.from_numpy(order).to(self.x.device)  # (num_samples,) or (N, num_samples) int64
+
+    def _order(self, seed: int, epoch: int) -> np.ndarray:
         n = len(self.x)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        order = np.random.default_rng([seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
         if self.world_size > 1:
             order = np.resize(order, self.num_samples * self.world_size)  # drop the tail or wrap around
             order = order[self.rank :: self.world_size]
-        return torch.from_numpy(order).to(self.x.device)  # (num_samples,) int64, one copy per epoch
+        return order
 
     @property
     def num_batches(self) -> int:
@@ -118,20 +130,20 @@ class InMemoryLoader:
         bs, k = self.batch_size, self.block
         if k is None:
             for b in range(start, self.num_batches):
-                sel = idx[b * bs : (b + 1) * bs]  # (B,)
+                sel = idx[..., b * bs : (b + 1) * bs]  # (B,), or (N, B) for a population
                 self._yielded = b + 1
                 yield self.x[sel], self.y[sel]  # (B, 784) float32, (B,) int64
             return
         full = self.num_samples // bs
         for b in range(start, full, k):
             n = min(k, full - b)  # mini-batches in this block
-            sel = idx[b * bs : (b + n) * bs]  # (n B,)
+            sel = idx[..., b * bs : (b + n) * bs].unflatten(-1, (n, bs)).movedim(-2, 0)  # (n, B) or (n, N, B)
             self._yielded = b + n
-            yield Block(self.x[sel].view(n, bs, *self.x.shape[1:]), self.y[sel].view(n, bs))  # (n, B, 784), (n, B)
+            yield Block(self.x[sel], self.y[sel])  # (n, B, 784), (n, B)
         if self.num_batches > full and start <= full:  # the last, partial mini-batch
-            sel = idx[full * bs :]
+            sel = idx[..., full * bs :].unsqueeze(0)  # (1, r) or (1, N, r)
             self._yielded = full + 1
-            yield Block(self.x[sel].unsqueeze(0), self.y[sel].unsqueeze(0))  # (1, r, 784), (1, r)
+            yield Block(self.x[sel], self.y[sel])  # (1, r, 784), (1, r)
 
     def skip_next(self, k: int) -> None:
         """Make the next iteration start at batch k of the current epoch's order."""
