@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from backprop_lab.errors import ConfigError, print_error
-from backprop_lab.inspection.predict import predict_files, predictions_figure, require_images
+from backprop_lab.inspection.predict import choose_member, predict_files, predictions_figure, require_images
 from backprop_lab.training.checkpoints import load_checkpoint, run_classes
 
 
@@ -27,9 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=("manual", "reference"), help="load the weights into this network")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of text lines")
     parser.add_argument("--show", type=Path, metavar="OUT.png", help="save the 28x28 inputs and predictions here")
+    parser.add_argument(
+        "--member",
+        type=int,
+        metavar="K",
+        help="a population checkpoint's member K (default: the ensemble, probabilities averaged)",
+    )
     args = parser.parse_args(argv)
     try:
-        module = require_images(load_checkpoint(args.ckpt, args.model), args.ckpt)
+        module = choose_member(require_images(load_checkpoint(args.ckpt, args.model), args.ckpt), args.member)
     except ConfigError as e:
         print_error(e)
         return 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from backprop_lab.errors import ConfigError, DataError, print_error
 from backprop_lab.inspection.features import dataset_digits, figures_dir, write_feature_figures
-from backprop_lab.inspection.predict import require_images
+from backprop_lab.inspection.predict import choose_member, require_images
 from backprop_lab.training.checkpoints import load_checkpoint
 
 
@@ -30,9 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("mnist_subset", "mnist", "fashion_mnist"),
         help="test digits for top_activations.png (full sets are read from data/, never downloaded)",
     )
+    parser.add_argument("--member", type=int, metavar="K", help="a population checkpoint's member K (default 0)")
     args = parser.parse_args(argv)
     try:
         module = require_images(load_checkpoint(args.ckpt), args.ckpt)
+        if getattr(module.net, "members", None) or args.member is not None:
+            module = choose_member(module, args.member or 0)
         x = dataset_digits(args.data)
     except (ConfigError, DataError) as e:
         print_error(e)

@@ -572,7 +572,7 @@ def test_hydra_config_spells_out_every_argument(tmp_path, name, cls):
             default, value = params[key].default, node[key]
             value = list(value) if OmegaConf.is_list(value) else value
             assert value == (list(default) if isinstance(default, tuple) else default), key
-    cfg = OmegaConf.create({"seed": 3, "paths": {"data_dir": str(tmp_path)}, "data": node})
+    cfg = OmegaConf.create({"seed": 3, "population": 1, "paths": {"data_dir": str(tmp_path)}, "data": node})
     dm = hydra.utils.instantiate(cfg.data)
     assert type(dm) is cls and dm.batch_size == 10 and dm.seed == 3
     assert getattr(dm, "data_dir", tmp_path) == tmp_path

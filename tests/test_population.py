@@ -9,6 +9,7 @@ from backprop_lab import ManualMLP, ReferenceMLP
 from backprop_lab.core.backprop import Backprop
 from backprop_lab.core.costs import base_case, manual_cost
 from backprop_lab.data.loader import InMemoryLoader
+from backprop_lab.training.members import clip_member_norms
 
 N, B = 3, 7
 SIZES = [12, 5, 4, 3]
@@ -155,3 +156,16 @@ def test_a_population_loader_serves_each_member_the_order_of_its_own_seed(block)
         assert xb.shape[:2] == yb.shape[:2] == (N, len(alone[0][step][1]))
         for k in range(N):
             assert torch.equal(yb[k], alone[k][step][1]) and torch.equal(xb[k], alone[k][step][0])
+
+
+def test_clipping_uses_each_members_own_norm():
+    nets = _nets()
+    population = ManualMLP.stack(nets)
+    x, y = _data()
+    population.backprop(x * 50, y, "mse")
+    clip_member_norms([p.grad for p in population.parameters()], N, max_norm=0.01)
+    for k, net in enumerate(nets):
+        net.backprop(x[k] * 50, y[k], "mse")
+        torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm=0.01)
+        for p, q in zip(population.parameters(), net.parameters()):
+            torch.testing.assert_close(p.grad[k], q.grad, rtol=1e-10, atol=1e-14)

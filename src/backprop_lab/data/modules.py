@@ -91,7 +91,8 @@ class InMemoryDataModule(L.LightningDataModule):
     Subclasses implement `_load()` returning (source, classes, train/val/test uint8 tensors), and
     take their own arguments before passing the common ones on (`**common`): batch_size, val_size,
     test_size (a cap; null: all), train_size (a cap), seed (the shuffle), split_seed, drop_last,
-    device (used only without a trainer) and batches_per_block (mini-batches per training `Block`).
+    device (used only without a trainer), batches_per_block (mini-batches per training `Block`) and
+    members (a population's size: member k's training batches follow the order of seed + k).
     After setup(): `train_x, train_y, val_x, val_y, test_x, test_y` (x (N, 784) float32 in
     [0, 1], y (N,) int64), `source`, `sizes`, `classes`, `n_features`, `n_classes`.
     """
@@ -110,10 +111,11 @@ class InMemoryDataModule(L.LightningDataModule):
         drop_last: bool = False,
         device: str | None = None,
         batches_per_block: int | None = 100,
+        members: int = 1,
     ) -> None:
         super().__init__()
         self.batch_size, self.val_size, self.test_size, self.train_size = batch_size, val_size, test_size, train_size
-        self.batches_per_block = batches_per_block
+        self.batches_per_block, self.members = batches_per_block, members
         self.seed, self.split_seed, self.drop_last, self.device = seed, split_seed, drop_last, device
         self.source: str | None = None
         self.sizes: dict[str, int] = {}
@@ -172,6 +174,7 @@ class InMemoryDataModule(L.LightningDataModule):
             world_size=self.world_size,
             pad=not train,
             block=self.block() if train else None,
+            members=self.members if train else 1,  # every member is evaluated on the same batches
         )
         loader = self._loaders.get(split)
         if loader is None or any(getattr(loader, k) != v for k, v in args.items()):

@@ -43,10 +43,25 @@ class Result:
 
 
 def classify(module: torch.nn.Module, images: Tensor) -> Tensor:
-    """a^L (N, classes) for images (N, 28, 28) in [0, 1]; eval mode and no grad, mode restored."""
+    """a^L (N, classes) for images (N, 28, 28) in [0, 1]; eval mode and no grad, mode restored. A
+    population's answer is its ensemble: the members' probabilities averaged."""
     net, p = getattr(module, "net", module), next(module.parameters())
     with evaluating(net):
-        return net.predict_proba(images.reshape(len(images), -1).to(p.device, p.dtype)).float().cpu()
+        probs = net.predict_proba(images.reshape(len(images), -1).to(p.device, p.dtype)).float().cpu()
+    return probs.mean(0) if probs.dim() == 3 else probs
+
+
+def choose_member(module: torch.nn.Module, member: int | None) -> torch.nn.Module:
+    """The network to use: member k of a population, or the module as it is (member None: a single
+    network, or a population's ensemble)."""
+    net = getattr(module, "net", module)
+    if member is None:
+        return module
+    if not getattr(net, "members", None):
+        raise ConfigError(f"member={member} needs a population checkpoint (this one holds a single network)")
+    if not 0 <= member < net.members:
+        raise ConfigError(f"member={member} is not in this population of {net.members} (use 0..{net.members - 1})")
+    return net.member(member)
 
 
 def predict_files(module: torch.nn.Module, paths: Sequence[str | Path]) -> list[Result]:

@@ -65,9 +65,10 @@ class LayerGradients(L.Callback):
         histograms = self._due(step, self.histogram_every_n_steps)
         if not (scalars or histograms) or not trainer.is_global_zero:
             return
-        layers = layer_parameters(getattr(pl_module, "net", pl_module))
+        net = getattr(pl_module, "net", pl_module)
+        layers = layer_parameters(net)
         if scalars:
-            self._log_norms(trainer, layers, step)
+            self._log_norms(trainer, layers, step, getattr(net, "members", None) or 1)
         if histograms and (writer := _tensorboard(trainer)) is not None:
             # 64 equal bins: TensorBoard re-bins for display anyway; its default exponential buckets
             # cost 5x the time (15 vs 3 ms per set for 784-30-10 on this project's CPU)
@@ -78,7 +79,8 @@ class LayerGradients(L.Callback):
                         writer.add_histogram(f"grads/{name}", p.grad.detach().float(), step, bins=HISTOGRAM_BINS)
 
     @staticmethod
-    def _log_norms(trainer: L.Trainer, layers: list[tuple[Tensor, Tensor]], step: int) -> None:
+    def _log_norms(trainer: L.Trainer, layers: list[tuple[Tensor, Tensor]], step: int, members: int = 1) -> None:
+        """Each norm per member, averaged over a population's members."""
         tags, grads = [], []
         for l, (W, b) in enumerate(layers, start=1):
             for tag, p in ((f"delta_norm/layer{l}", b), (f"dW_norm/layer{l}", W)):
@@ -87,7 +89,8 @@ class LayerGradients(L.Callback):
                     grads.append(p.grad.detach())
         if not grads:
             return
-        norms = torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]).tolist()  # one sync
+        per_member = [torch.linalg.vector_norm(g.float().reshape(members, -1), dim=1).mean() for g in grads]
+        norms = torch.stack(per_member).tolist()  # one sync
         metrics = dict(zip(tags, norms))
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
@@ -126,6 +129,8 @@ class Pictures(L.Callback):
         if writer is None or not trainer.is_global_zero:
             return
         net = getattr(pl_module, "net", pl_module)
+        if getattr(net, "members", None):  # a population: its first member's pictures
+            net = net.member(0)
         step = trainer.global_step
         if net.sizes[0] == IMAGE_SIDE * IMAGE_SIDE and self.max_units > 0:
             W1 = layer_parameters(net)[0][0]
@@ -134,10 +139,54 @@ class Pictures(L.Callback):
         x, y = getattr(dm, "test_x", None), getattr(dm, "test_y", None)
         if x is None or y is None or len(y) == 0:
             return
-        pred, y = predictions(pl_module, x), y.cpu()
+        pred, y = predictions(net, x), y.cpu()
         classes = getattr(dm, "classes", None)
         if self.n_misclassified > 0 and math.isqrt(x[0].numel()) ** 2 == x[0].numel():
             fig = misclassified_figure(x, pred, y, classes, self.n_misclassified)
             writer.add_figure("test/misclassified", fig, step)
         cm = confusion_matrix(pred, y, net.sizes[-1])
         writer.add_figure("test/confusion_matrix", confusion_figure(cm, classes), step)
+
+
+class MemberCurves(L.Callback):
+    """A population's members as TensorBoard runs of their own, `<log_dir>/members/seed=<s>`, beside the
+    run's own curves (the mean over the members still training): TensorBoard overlays them all.
+
+    Every epoch: each member's train/loss_epoch, train/acc, val/loss, val/acc and val/acc_best; after
+    testing: its test/loss and test/acc, all at the global step, as `LitMLP` keeps them per member.
+    """
+
+    KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc")
+
+    def __init__(self, log_dir: str, seeds: list[int]) -> None:
+        self.log_dir, self.seeds = log_dir, seeds
+        self._writers: list | None = None
+
+    def _write(self, trainer: L.Trainer, values: dict[str, Tensor]) -> None:
+        if not trainer.is_global_zero:
+            return
+        if self._writers is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writers = [SummaryWriter(f"{self.log_dir}/members/seed={s}") for s in self.seeds]
+        rows = {key: values[key].tolist() for key in self.KEYS if key in values}
+        for k, writer in enumerate(self._writers):
+            for key, column in rows.items():
+                writer.add_scalar(key, column[k], trainer.global_step)
+            writer.flush()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        values = dict(pl_module.member_values)  # this epoch's validation; the module logs training after this hook
+        if pl_module.train_loss.update_called:
+            values.update(
+                {"train/loss_epoch": pl_module.train_loss.values(), "train/acc": pl_module.train_acc.values()}
+            )
+        self._write(trainer, values)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, {k: v for k, v in pl_module.member_values.items() if k.startswith("test/")})
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for writer in self._writers or []:
+            writer.close()
+        self._writers = None

@@ -62,6 +62,7 @@ def load_checkpoint(path: str | Path, model: str | None = None, map_location: st
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
         raise ConfigError(f"{path} does not match the network {hp.get('sizes')} ({one_line(e)})") from None
+    module.on_load_checkpoint(ckpt)  # a population's retired members
     return module
 
 
@@ -69,8 +70,9 @@ def check_resume(path: str | Path, module: LitMLP) -> None:
     """Before resuming: the checkpoint must hold the network the config builds."""
     stored = load_checkpoint(path).hparams
     mine = module.hparams
-    for key in ("sizes", "activation", "output", "cost"):
-        theirs, ours = (list(stored[key]), list(mine[key])) if key == "sizes" else (stored[key], mine[key])
+    for key in ("sizes", "activation", "output", "cost", "population"):
+        theirs, ours = stored.get(key, 1), mine.get(key, 1)  # checkpoints before populations held one network
+        theirs, ours = (list(theirs), list(ours)) if key == "sizes" else (theirs, ours)
         if theirs != ours:
             raise ConfigError(
                 f"{path} holds a {key}={stored[key]} network but the config gives {key}={mine[key]} "

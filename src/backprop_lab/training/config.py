@@ -100,6 +100,17 @@ def check(cfg: DictConfig) -> None:
         )
     if cfg.seed is not None and not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed} must be a whole number (e.g. seed=42)")
+    population = cfg.get("population", 1)
+    if isinstance(population, bool) or not isinstance(population, int) or population < 1:
+        raise ConfigError(f"population={population} must be a whole number >= 1 (e.g. population=10)")
+    if population > 1 and cfg.seed is None:
+        raise ConfigError("population>1 needs a seed: member k starts from seed + k (e.g. seed=42)")
+    scheduler = cfg.get("scheduler") or {}
+    if population > 1 and str(scheduler.get("_target_", "")).endswith("ReduceLROnPlateau"):
+        raise ConfigError(
+            "scheduler=plateau follows one val/loss, so with population>1 it would tie the members' learning "
+            "rates together (use scheduler=step or scheduler=cosine, or population=1)"
+        )
 
 
 def check_batch_size(batch_size: int, n_train: int) -> None:

@@ -24,9 +24,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from backprop_lab.errors import ConfigError, Interrupted, TrainingStopped
-from backprop_lab.inspection.tensorboard import LayerGradients, Pictures
+from backprop_lab.inspection.tensorboard import LayerGradients, MemberCurves, Pictures
 from backprop_lab.paths import remove_partial_writes, write_metrics
-from backprop_lab.training import config
+from backprop_lab.training import config, members
 from backprop_lab.training.callbacks import DivergenceGuard, EpochHistory, GracefulInterrupt
 from backprop_lab.training.checkpoints import AtomicCheckpointIO, check_resume, load_checkpoint
 from backprop_lab.training.cli import is_multirun
@@ -49,6 +49,8 @@ def build_module(cfg: DictConfig, n_features: int = 784, n_classes: int = 10) ->
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
         clip_val=cfg.trainer.get("gradient_clip_val") or None,
         clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
+        population=cfg.population,
+        seed=cfg.seed,
     )
 
 
@@ -88,6 +90,8 @@ def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoin
         LayerGradients(cfg.log.grad_every_n_steps, cfg.log.histogram_every_n_steps),
         Pictures(cfg.log.pictures_every_n_epochs),
     ]
+    if cfg.population > 1:
+        callbacks.append(MemberCurves(str(out), [cfg.seed + k for k in range(cfg.population)]))
     logger = TensorBoardLogger(save_dir=out, name="", version="", default_hp_metric=False)
     trainer_kwargs: dict[str, Any] = {
         "default_root_dir": str(out),
@@ -163,18 +167,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(status=stop.status, error=str(stop), stopped_at_step=stop.step, epochs=trainer.current_epoch)
         metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
         metrics["history"] = history.history
+        metrics.update(members.report(module.member_values, cfg.seed, module.diverged_at))
         if trainer.is_global_zero:
             write_metrics(out, metrics)
         raise stop from None
     metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
     metrics["epochs"] = trainer.current_epoch
-    metrics.update(_scalars(trainer, ("val/acc_best", "val/acc", "val/loss")))
+    metrics.update(_scalars(trainer, ("val/acc", "val/loss")))
     metrics["history"] = copy.deepcopy(history.history)  # testing the best checkpoint restores its older copy
     if cfg.get("test", True):
         best = checkpoint.best_model_path or None
-        trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        if cfg.population > 1:  # each member at its own best epoch, as a run of it alone would test it
+            module.use_best_weights()
+            trainer.test(module, datamodule=datamodule, verbose=False)
+        else:
+            trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics["best_ckpt"] = best
-        metrics.update(_scalars(trainer, ("test/acc", "test/loss")))
+        metrics.update(_scalars(trainer, ("ensemble/test_acc",)))
+    metrics.update(members.report(module.member_values, cfg.seed, module.diverged_at))
     if metrics["status"] == "running":
         metrics["status"] = "completed"
     if trainer.is_global_zero:
