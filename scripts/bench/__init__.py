@@ -4,6 +4,7 @@ Every comparison runs its two sides in the same process, interleaved A B A B ...
 and keeps every raw time; the figure reported is a ratio of medians (see `Pair`).
 
     step_pair            one SGD step (forward, cost, backward, step, zero_grad): ManualMLP vs ReferenceMLP
+    population_pair      a population's step per member vs one network's step
     saved_bytes          bytes autograd saves for backward in one forward (saved_tensors_hooks)
     epoch_pair           one epoch through the project's Lightning path vs a bare PyTorch loop
     TextbookNetwork      Nielsen's network.py (NumPy, per-example backprop), for the textbook comparison
@@ -16,6 +17,7 @@ Nothing here asserts a figure: machines are noisy; `targets()` only labels PASS/
     system      the machine and the load of other processes
     data        Data and load_data (Fashion-MNIST or synthetic)
     step        step_pair, saved_bytes
+    population  population_pair
     epoch       epoch_pair (Lightning vs bare loop vs Lightning's floor)
     textbook    TextbookNetwork, textbook_epoch_seconds
     cuda        cuda_throughput
@@ -36,7 +38,8 @@ import torch
 from bench.cuda import cuda_throughput
 from bench.data import Data, load_data
 from bench.epoch import epoch_pair
-from bench.settings import COST, CUDA_CONFIGS, LR, MODELS, STEP_CONFIGS, Budget
+from bench.population import population_pair
+from bench.settings import COST, CUDA_CONFIGS, LR, MODELS, POPULATION_CONFIGS, STEP_CONFIGS, Budget
 from bench.step import make_model, saved_bytes, step_pair
 from bench.system import OtherLoad, loadavg, machine
 from bench.table import format_table
@@ -92,6 +95,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
         Target(f"manual_vs_reference_saved_bytes {k}", v, "<=", 0.75)
         for k, v in results["manual_vs_reference_saved_bytes"].items()
     ]
+    for k, v in results.get("population_vs_single_step", {}).get("cpu", {}).items():
+        out.append(Target(f"population_vs_single_step cpu {k} (per member-step)", v, "<=", 0.4))
     epochs = results["lightning_vs_plain_epoch"]["cpu"]
     for k, bound in (("b10", 1.5), ("b100", 1.3)):
         if k in epochs:
@@ -149,6 +154,25 @@ def run(budget: Budget, device: str = "auto", log: Callable[[str], None] = lambd
             log(
                 f"step {dev} {name}: manual {pair.ratio:.3f} x reference (spread {pair.spread:.0%},"
                 f" other processes {phase.share():.0%} of the CPUs)"
+            )
+
+    r["population_vs_single_step"], r["population_vs_single_step_raw"] = {}, {}
+    for dev in devices:
+        r["population_vs_single_step"][dev], r["population_vs_single_step_raw"][dev] = {}, {}
+        for name, (sizes, bs, members) in POPULATION_CONFIGS[dev].items():
+            phase.reset()
+            per_member, whole, n = population_pair(sizes, bs, members, data, budget, dev)
+            r["population_vs_single_step"][dev][name] = per_member.ratio
+            r["population_vs_single_step_raw"][dev][name] = {
+                **per_member.as_dict(),
+                "population_step_vs_single_step": whole.ratio,
+                "population_step_median_s": statistics.median(whole.a),
+                "steps_per_repeat": n,
+                "other_processes_cpu_share": phase.share(),
+            }
+            log(
+                f"population {dev} {name}: {per_member.ratio:.3f} x a single run's time per member-step,"
+                f" the whole step {whole.ratio:.2f} x (spread {per_member.spread:.0%})"
             )
 
     r["manual_vs_reference_saved_bytes"], r["manual_vs_reference_saved_bytes_excl_params"] = {}, {}

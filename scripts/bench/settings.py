@@ -18,6 +18,11 @@ STEP_CONFIGS: dict[str, tuple[list[int], int]] = {
     "784-100-10/b10": ([784, 100, 10], 10),
     "784-100-100-100-100-10/b10": ([784, 100, 100, 100, 100, 10], 10),
 }
+# name -> (sizes, batch size, members): a population's step against one network's
+POPULATION_CONFIGS: dict[str, dict[str, tuple[list[int], int, int]]] = {
+    "cpu": {"784-30-10/b10/N10": ([784, 30, 10], 10, 10)},
+    "cuda": {"784-30-10/b10/N10": ([784, 30, 10], 10, 10), "784-30-10/b10/N100": ([784, 30, 10], 10, 100)},
+}
 CUDA_CONFIGS: dict[str, tuple[list[int], int]] = {
     "784-100-10/b1000": ([784, 100, 10], 1000),
     "784-1000-1000-10/b1000": ([784, 1000, 1000, 10], 1000),

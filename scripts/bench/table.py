@@ -49,6 +49,32 @@ def format_table(r: dict[str, Any]) -> str:
                     others(raw),
                 )
             )
+    for dev, figs in r.get("population_vs_single_step", {}).items():
+        for name, ratio in figs.items():
+            raw = r["population_vs_single_step_raw"][dev][name]
+            members = name.rsplit("/N", 1)[-1]
+            rows.append(
+                (
+                    f"population_vs_single_step [{dev}]",
+                    f"{name} per member-step",
+                    f"N={members} " + _fmt_s(raw["population_per_member_median_s"]),
+                    "single " + _fmt_s(raw["single_median_s"]),
+                    f"{ratio:.3f}",
+                    *target_cells(f"population_vs_single_step {dev} {name} (per member-step)"),
+                    others(raw),
+                )
+            )
+            rows.append(
+                (
+                    "  (the whole population's step)",
+                    name,
+                    f"N={members} " + _fmt_s(raw["population_step_median_s"]),
+                    "single " + _fmt_s(raw["single_median_s"]),
+                    f"{raw['population_step_vs_single_step']:.3f}",
+                    "",
+                    "",
+                )
+            )
     for key, variant in (
         ("manual_vs_reference_saved_bytes", "dedup"),
         ("manual_vs_reference_saved_bytes_excl_params", "dedup_excl_params"),
