@@ -11,12 +11,14 @@ import torch
 
 from backprop_lab.errors import ConfigError, Diverged
 from backprop_lab.training import train as training
+from backprop_lab.training.evaluate import evaluate
 from backprop_lab.training.members import summary
 from backprop_lab.training.train import train
 from conftest import compose_cfg
 
 QUIET = ("log.pictures_every_n_epochs=0", "log.histogram_every_n_steps=0", "data.train_size=200")
 SEED = 7
+DATA = ("data=mnist_subset", "data.train_size=200", "data.val_size=100", "data.test_size=100")  # as TINY + QUIET
 
 
 def _net_weights(path) -> dict[str, torch.Tensor]:
@@ -43,6 +45,15 @@ def test_member_k_ends_as_the_run_with_seed_plus_k(population_run, tmp_path, k):
         torch.testing.assert_close(population[name][k], w, rtol=1e-5, atol=1e-6, msg=name)
     member = metrics["members"][k]
     assert member["seed"] == SEED + k and member["status"] == "completed"
+    # evaluate.py member=k takes the member out: the same test result as the run of it alone
+    ev = [
+        evaluate(compose_cfg(tmp_path, f"ckpt_path={ckpt}", *DATA, *extra, config_name="evaluate"))
+        for ckpt, extra in (
+            (out / "checkpoints" / "last.ckpt", [f"member={k}"]),
+            (tmp_path / "checkpoints" / "last.ckpt", []),
+        )
+    ]
+    assert ev[0]["test/acc"] == ev[1]["test/acc"] and ev[0]["test/loss"] == pytest.approx(ev[1]["test/loss"], rel=1e-5)
     for key in ("test/acc", "val/acc_best"):
         assert member[key] == pytest.approx(alone[key], abs=1e-6), key
     assert member["test/loss"] == pytest.approx(alone["test/loss"], rel=1e-4)
@@ -141,3 +152,14 @@ def test_a_population_resumes_exactly(tmp_path):
 def test_bad_population_settings_are_refused(make_cfg, overrides, message):
     with pytest.raises(ConfigError, match=message):
         train(make_cfg(*overrides))
+
+
+def test_evaluate_reports_a_population_and_its_ensemble(population_run, tmp_path):
+    out, _ = population_run
+    last = out / "checkpoints" / "last.ckpt"
+    whole = evaluate(compose_cfg(tmp_path, f"ckpt_path={last}", *DATA, config_name="evaluate"))
+    assert whole["population"] == 3 and len(whole["members"]) == 3 and whole["test/acc_ci95"] > 0
+    ensemble = evaluate(compose_cfg(tmp_path, f"ckpt_path={last}", *DATA, "member=ensemble", config_name="evaluate"))
+    assert ensemble["test/acc"] == whole["ensemble/test_acc"]
+    with pytest.raises(ConfigError, match="member=5 is not a member of the population of 3"):
+        evaluate(compose_cfg(tmp_path, f"ckpt_path={last}", *DATA, "member=5", config_name="evaluate"))

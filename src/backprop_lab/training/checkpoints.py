@@ -34,8 +34,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
 
 
-def load_checkpoint(path: str | Path, model: str | None = None, map_location: str = "cpu") -> LitMLP:
-    """The LitMLP stored in `path`; `model=manual|reference` loads the weights into the other network.
+def load_checkpoint(
+    path: str | Path, model: str | None = None, map_location: str = "cpu", member: int | None = None
+) -> LitMLP:
+    """The LitMLP stored in `path`; `model=manual|reference` loads the weights into the other network;
+    `member=k` takes member k of a population checkpoint out as a network of its own.
 
     Every way a file can be wrong (missing, not a checkpoint, another project's, another
     network's) is a ConfigError with a one-line message.
@@ -54,6 +57,8 @@ def load_checkpoint(path: str | Path, model: str | None = None, map_location: st
     hp = dict(ckpt["hyper_parameters"])
     if model is not None:
         hp["model"] = model
+    if member is not None:
+        return _member(path, ckpt, hp, member)
     try:
         module = LitMLP(**hp)
     except (TypeError, ValueError) as e:
@@ -63,6 +68,18 @@ def load_checkpoint(path: str | Path, model: str | None = None, map_location: st
     except RuntimeError as e:
         raise ConfigError(f"{path} does not match the network {hp.get('sizes')} ({one_line(e)})") from None
     module.on_load_checkpoint(ckpt)  # a population's retired members
+    return module
+
+
+def _member(path: Path, ckpt: dict, hp: dict, k: int) -> LitMLP:
+    N = hp.get("population", 1)
+    if N == 1:
+        raise ConfigError(f"member={k} needs a population checkpoint ({path} holds a single network; drop member=)")
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < N:
+        raise ConfigError(f"member={k} is not a member of the population of {N} in {path} (use 0..{N - 1} or ensemble)")
+    module = LitMLP(**{**hp, "population": 1})
+    net = {name.removeprefix("net."): w[k] for name, w in ckpt["state_dict"].items() if name.startswith("net.")}
+    module.net.load_state_dict(net)
     return module
 
 

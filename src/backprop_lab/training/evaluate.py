@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from backprop_lab.errors import ConfigError
 from backprop_lab.training.checkpoints import load_checkpoint, run_config
+from backprop_lab.training.members import report
 
 log = logging.getLogger("backprop_lab")
 
@@ -24,7 +25,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(
             "no checkpoint given (scripts/evaluate.py ckpt_path=outputs/runs/<stamp>/checkpoints/last.ckpt)"
         )
-    module = load_checkpoint(cfg.ckpt_path, cfg.get("model"))
+    member = cfg.get("member")
+    if member is not None and member != "ensemble" and not isinstance(member, int):
+        raise ConfigError(f"member={member} must be a member's index or ensemble (e.g. member=0)")
+    module = load_checkpoint(cfg.ckpt_path, cfg.get("model"), member=None if member == "ensemble" else member)
+    if member == "ensemble" and module.members == 1:
+        raise ConfigError(f"member=ensemble needs a population checkpoint ({cfg.ckpt_path} holds a single network)")
     data_cfg = cfg.get("data")
     if data_cfg is None:
         trained = run_config(cfg.ckpt_path)
@@ -57,5 +63,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "data_source": datamodule.source,
         "ckpt_path": str(cfg.ckpt_path),
     }
+    if module.members > 1:  # the means over completed members, their intervals, each member, the ensemble
+        metrics.update(report(module.member_values, module.hparams.seed, module.diverged_at))
+        metrics["ensemble/test_acc"] = round(results["ensemble/test_acc"], 6)
+        if member == "ensemble":  # the members' probabilities averaged: the population as one classifier
+            metrics["test/acc"] = metrics["ensemble/test_acc"]
     log.info("evaluate: %s", metrics)
     return metrics
