@@ -154,7 +154,8 @@ def test_report_writes_every_figure_and_table(tiny_report):
     assert "| `optimizer=sgd optimizer.lr=0.5` |" in text
     assert re.search(
         r"`optimizer=momentum` against plain SGD at the same lr 0\.05: val/acc after epoch 1 "
-        r"[\d.]+% vs [\d.]+%, [+-][\d.]+ points \((beat|lost|level)",
+        r"[\d.]+% ± [\d.]+ vs [\d.]+% ± [\d.]+, paired difference [+-][\d.]+ ± [\d.]+ points over 2 seeds "
+        r"\((beat|lost|level)",
         text,
     )
     tracked = tmp_path / "runs" / "vanishing_gradients" / "activation=sigmoid,model.hidden=[30,30,30,30]"

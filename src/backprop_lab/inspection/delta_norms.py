@@ -26,7 +26,8 @@ N_IMAGES = 1000  # NNDL ch. 5: "the first 1,000 training images"
 
 
 def delta_norms(net: nn.Module, x: Tensor, y: Tensor, cost: str) -> list[float]:
-    """[||dC/db^1||, ..., ||dC/db^L||] for the mean cost C over the rows of x; the net's mode is kept.
+    """[||dC/db^1||, ..., ||dC/db^L||] for the mean cost C over the rows of x (a population: the mean of its
+    members' norms); the net's mode is kept.
 
     The hidden layers are the first L-1 entries: those are the numbers NNDL ch. 5 reports.
     """
@@ -34,8 +35,9 @@ def delta_norms(net: nn.Module, x: Tensor, y: Tensor, cost: str) -> list[float]:
     p = biases[0]
     with evaluating(net, grad=True):  # no layer here behaves differently, but measurements never depend on it
         C = net.loss(net(x.to(p.device, p.dtype)), y.to(p.device), cost)
-        grads = torch.autograd.grad(C, biases)
-    return [float(torch.linalg.vector_norm(g)) for g in grads]
+        grads = torch.autograd.grad(C.sum(), biases)  # a population's members add up: each its own gradient
+    N = getattr(net, "members", None) or 1
+    return [float(torch.linalg.vector_norm(g.reshape(N, -1), dim=1).mean()) for g in grads]
 
 
 def first_images(datamodule, n: int = N_IMAGES) -> tuple[Tensor, Tensor]:

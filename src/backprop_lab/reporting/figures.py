@@ -116,7 +116,9 @@ def draw(res: dict[str, Any], out: Path) -> list[str]:
     fig, axes = figs["hidden_units.png"] = _axes(2, "Hidden units: rows of W^1 as 28x28 images")
     for ax, name, init in zip(axes, ("nielsen_ch1", "nielsen_ch3"), ("N(0,1)", "N(0,1/n_in)")):
         m = res[name]
-        W1 = layer_parameters(load_checkpoint(m.get("best_ckpt") or f"{m['run_dir']}/checkpoints/last.ckpt").net)[0][0]
+        ckpt = m.get("best_ckpt") or f"{m['run_dir']}/checkpoints/last.ckpt"
+        member = 0 if (m.get("population") or 1) > 1 else None  # a population: its first member's units
+        W1 = layer_parameters(load_checkpoint(ckpt, member=member).net)[0][0]
         ax.imshow(hidden_unit_tiles(W1)[0].numpy(), cmap="gray")
         ax.set_title(f"{name}, {init} init", fontsize=9)
         ax.axis("off")

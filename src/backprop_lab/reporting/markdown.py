@@ -16,6 +16,7 @@ from typing import Any
 from backprop_lab.errors import ConfigError
 from backprop_lab.inspection.delta_norms import hidden_mean
 from backprop_lab.paths import PROJECT_ROOT
+from backprop_lab.training.members import summary
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 # NNDL ch. 5's hidden-layer norms ||delta^l|| at initialisation for [784, 30 x k, 10] sigmoid nets, by k.
@@ -104,16 +105,42 @@ SECTIONS = (
 # ----------------------------------------------------------------------------- reading the runs
 
 
-def pct(v: float | None) -> str:
+def pct(v: float | list | None) -> str:
+    """One value as a percentage; a population's values as their mean ± the 95% interval's half-width."""
+    if isinstance(v, list):
+        s = summary(v)
+        if s["mean"] is None:
+            return "-"
+        return f"{100 * s['mean']:.2f}%" + (f" ± {100 * s['ci95']:.2f}" if s["ci95"] is not None else "")
     return f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "-"
 
 
-def epoch1(m: dict) -> float | None:
-    return ((m.get("history") or {}).get("val/acc") or [None])[0]
+def mean(v: list | None) -> float | None:
+    return summary(v)["mean"] if v else None
 
 
-def best(m: dict) -> float | None:
-    return m.get("val/acc_best")
+def members(m: dict, key: str) -> list[float | None] | None:
+    """A run's per-member values of `key` (one per seed, in seed order), or None when it has none."""
+    if m.get("members"):
+        values = [x.get(key) for x in m["members"]]
+        return values if any(v is not None for v in values) else None
+    return [m[key]] if m.get(key) is not None else None
+
+
+def epoch1(m: dict) -> list[float] | None:
+    """val/acc after the first epoch, per member."""
+    h = m.get("history") or {}
+    if h.get("val/acc_members"):
+        return list(h["val/acc_members"][0])
+    return [h["val/acc"][0]] if h.get("val/acc") else None
+
+
+def best(m: dict) -> list[float | None] | None:
+    return members(m, "val/acc_best")
+
+
+def test_acc(m: dict) -> list[float | None] | None:
+    return members(m, "test/acc")
 
 
 def status(m: dict) -> str:
@@ -145,17 +172,32 @@ def accuracy_verdict(res: dict, key: str, m: dict, name: str) -> tuple[float | N
     return ours, anchor, verdict
 
 
+def paired(x: list, y: list) -> dict:
+    """The difference x - y per seed (the members of two runs share their seeds), summarised."""
+    return summary([a - b for a, b in zip(x, y) if a is not None and b is not None])
+
+
 def compare(a: dict, b: dict, what: str, metrics: tuple[tuple[str, Callable], ...]) -> str:
-    """Run a against run b on each metric, measured: both values, the difference and whether a beat b, lost, or
-    was level (within TIE)."""
+    """Run a against run b on each metric: both values, the paired difference with its 95% interval, and
+    the verdict the interval gives (beat: all of it above 0; lost: all below; level: it contains 0).
+    Runs of one seed have no interval: there, level means within TIE."""
     text = []
     for label, get in metrics:
         x, y = get(a), get(b)
-        if x is None or y is None:
+        d = paired(x, y) if x and y else {"mean": None}
+        if d["mean"] is None:
             text.append(f"{label} {pct(x)} vs {pct(y)} (no result: {status(a)} / {status(b)})")
             continue
-        word = "beat" if x - y > TIE else "lost" if y - x > TIE else f"level: within {100 * TIE:g} point"
-        text.append(f"{label} {pct(x)} vs {pct(y)}, {100 * (x - y):+.1f} points ({word})")
+        diff, ci = d["mean"], d["ci95"]
+        if ci is None:
+            word = "beat" if diff > TIE else "lost" if -diff > TIE else f"level: within {100 * TIE:g} point"
+            text.append(f"{label} {pct(x)} vs {pct(y)}, {100 * diff:+.1f} points ({word}, one seed)")
+            continue
+        word = "beat" if diff - ci > 0 else "lost" if diff + ci < 0 else "level: the interval contains 0"
+        text.append(
+            f"{label} {pct(x)} vs {pct(y)}, paired difference {100 * diff:+.2f} ± {100 * ci:.2f} points "
+            f"over {d['n']} seeds ({word})"
+        )
     return f"`{a['variant']}` against {what}: " + "; ".join(text) + "."
 
 
@@ -188,14 +230,19 @@ def cost_verdict(runs: list[dict]) -> str:
     ce, mse = by.get("loss=cross_entropy"), by.get("loss=mse")
     if not (ce and mse):
         return "no runs of both costs to compare."
-    return compare(ce, mse, "the quadratic cost", (VAL[0], ("test/acc", lambda m: m.get("test/acc"))))
+    return compare(
+        ce,
+        mse,
+        f"the quadratic cost, each at its own tuned rate (lr {ce['lr']:g} and {mse['lr']:g})",
+        (VAL[0], ("test/acc", test_acc)),
+    )
 
 
 def leader(runs: list[dict], baseline: str) -> str:
     done = [m for m in runs if epoch1(m) is not None]
     if not done:
         return "no run finished an epoch."
-    first, top = max(done, key=epoch1), max(done, key=lambda m: best(m) or 0)
+    first, top = max(done, key=lambda m: mean(epoch1(m))), max(done, key=lambda m: mean(best(m)) or 0)
     base = next((m for m in done if m["variant"] == baseline), None)
     vs = f" (`{baseline}`: {pct(epoch1(base))})" if base and base is not first else ""
     return (
@@ -250,7 +297,7 @@ def _others(out: Path, prefix: str = "") -> list[str]:
 
 def _accuracy_row(res: dict, key: str, m: dict, name: str) -> str:
     ours, anchor, verdict = accuracy_verdict(res, key, m, name)
-    return f"| {key} ({ANCHORS[key][1]}) | {pct(ours)} | {pct(anchor)} | {verdict} |"
+    return f"| {key} ({ANCHORS[key][1]}) | {pct(members(m, ANCHORS[key][1]))} | {pct(anchor)} | {verdict} |"
 
 
 def _runs_table(runs: list[dict]) -> list[str]:
@@ -260,7 +307,7 @@ def _runs_table(runs: list[dict]) -> list[str]:
         per = f"{m['train_seconds'] / e:.2f}" if e and "train_seconds" in m else "-"
         rows.append(
             f"| `{m['variant'] or 'run'}` | {status(m)} | {pct(epoch1(m))} | {pct(best(m))} "
-            f"| {pct(m.get('test/acc'))} | {e} | {per} |"
+            f"| {pct(test_acc(m))} | {e} | {per} |"
         )
     return rows
 
@@ -377,8 +424,8 @@ def readme_summary(res: dict[str, Any], out: Path, readme_dir: Path, figures: li
             for m in res["mse_vs_cross_entropy"]
         ),
     ):
-        ours, anchor, verdict = accuracy_verdict(res, key, m, name)
-        rows.append(_row(claim, pct(ours), pct(anchor), cmd[name], verdict))
+        _, anchor, verdict = accuracy_verdict(res, key, m, name)
+        rows.append(_row(claim, pct(members(m, ANCHORS[key][1])), pct(anchor), cmd[name], verdict))
     ce = res["mse_vs_cross_entropy"]
     rows.append(
         _row(
