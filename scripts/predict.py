@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from backprop_lab.errors import ConfigError, print_error
-from backprop_lab.inspection.predict import choose_member, predict_files, predictions_figure, require_images
+from backprop_lab.inspection.predict import predict_files, predictions_figure, require_images
 from backprop_lab.training.checkpoints import load_checkpoint, run_classes
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        module = choose_member(require_images(load_checkpoint(args.ckpt, args.model), args.ckpt), args.member)
+        module = require_images(load_checkpoint(args.ckpt, args.model, member=args.member), args.ckpt)
     except ConfigError as e:
         print_error(e)
         return 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from backprop_lab.errors import ConfigError, DataError, print_error
 from backprop_lab.inspection.features import dataset_digits, figures_dir, write_feature_figures
-from backprop_lab.inspection.predict import choose_member, require_images
+from backprop_lab.inspection.predict import require_images
 from backprop_lab.training.checkpoints import load_checkpoint
 
 
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         module = require_images(load_checkpoint(args.ckpt), args.ckpt)
-        if getattr(module.net, "members", None) or args.member is not None:
-            module = choose_member(module, args.member or 0)
+        if module.members > 1 or args.member is not None:  # a population's member (default: the first)
+            module = load_checkpoint(args.ckpt, member=args.member or 0)
         x = dataset_digits(args.data)
     except (ConfigError, DataError) as e:
         print_error(e)

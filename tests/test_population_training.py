@@ -3,18 +3,21 @@ and metrics.json carries the means, their intervals and every member."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from backprop_lab.errors import ConfigError, Diverged
 from backprop_lab.training import train as training
 from backprop_lab.training.evaluate import evaluate
 from backprop_lab.training.members import summary
 from backprop_lab.training.train import train
-from conftest import compose_cfg
+from conftest import ROOT, compose_cfg
 
 QUIET = ("log.pictures_every_n_epochs=0", "log.histogram_every_n_steps=0", "data.train_size=200")
 SEED = 7
@@ -163,3 +166,24 @@ def test_evaluate_reports_a_population_and_its_ensemble(population_run, tmp_path
     assert ensemble["test/acc"] == whole["ensemble/test_acc"]
     with pytest.raises(ConfigError, match="member=5 is not a member of the population of 3"):
         evaluate(compose_cfg(tmp_path, f"ckpt_path={last}", *DATA, "member=5", config_name="evaluate"))
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_predict_and_visualize_take_a_member_or_the_ensemble(population_run, tmp_path, capsys):
+    out, _ = population_run
+    last = str(out / "checkpoints" / "last.ckpt")
+    digit = tmp_path / "digit.png"
+    Image.fromarray((np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)).save(digit)
+    for extra in ([], ["--member", "2"]):  # the ensemble, then member 2 alone
+        assert _script("predict").main(["--ckpt", last, *extra, "--json", str(digit)]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["digit"] in range(10)
+    assert _script("predict").main(["--ckpt", last, "--member", "3", str(digit)]) == 1
+    assert "member=3 is not a member of the population of 3" in capsys.readouterr().err
+    assert _script("visualize").main(["--ckpt", last, "--member", "1", "--out", str(tmp_path / "figs")]) == 0
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["hidden_units.png", "top_activations.png"]

@@ -51,19 +51,6 @@ def classify(module: torch.nn.Module, images: Tensor) -> Tensor:
     return probs.mean(0) if probs.dim() == 3 else probs
 
 
-def choose_member(module: torch.nn.Module, member: int | None) -> torch.nn.Module:
-    """The network to use: member k of a population, or the module as it is (member None: a single
-    network, or a population's ensemble)."""
-    net = getattr(module, "net", module)
-    if member is None:
-        return module
-    if not getattr(net, "members", None):
-        raise ConfigError(f"member={member} needs a population checkpoint (this one holds a single network)")
-    if not 0 <= member < net.members:
-        raise ConfigError(f"member={member} is not in this population of {net.members} (use 0..{net.members - 1})")
-    return net.member(member)
-
-
 def predict_files(module: torch.nn.Module, paths: Sequence[str | Path]) -> list[Result]:
     """A Result per path, in order; unreadable or blank files get their error and do not stop the rest."""
     results = []
