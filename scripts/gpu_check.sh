@@ -4,7 +4,8 @@
 # In order of importance, each inside what is left of BUDGET_S seconds (default 480):
 #   1. the CUDA and bf16 tests (pytest -m cuda);
 #   2. the benchmark on the GPU (scripts/benchmark.py --device cuda);
-#   3. short Fashion-MNIST training runs on the GPU: bf16-mixed, 32-true, 16-mixed, one-process DDP (NCCL);
+#   3. short Fashion-MNIST training runs on the GPU: bf16-mixed, 32-true, 16-mixed, one-process DDP (NCCL),
+#      a population of 100;
 #   4. the whole test suite on that machine's interpreter.
 # PY=python3 uses an existing interpreter (the project on PYTHONPATH) instead of building .venv.
 # OUT_DIR (default $OUT, else outputs/gpu_check) gets a few files: gpu_check.log, machine.txt,
@@ -53,7 +54,8 @@ bounded 240 "$out/benchmark_cuda.txt" $PY scripts/benchmark.py --device cuda --r
 step "3. training runs on the GPU (Fashion-MNIST, 784-100-10, batch 100, 3 epochs)"
 names=()
 for spec in "bf16:trainer=gpu trainer.precision=bf16-mixed" "fp32:trainer=gpu trainer.precision=32-true" \
-            "fp16:trainer=gpu trainer.precision=16-mixed" "ddp1:trainer=ddp trainer.accelerator=gpu trainer.devices=1"; do
+            "fp16:trainer=gpu trainer.precision=16-mixed" "ddp1:trainer=ddp trainer.accelerator=gpu trainer.devices=1" \
+            "pop100:trainer=gpu population=100"; do
   name=${spec%%:*}; names+=("$name")
   rm -rf "${runs:?}/$name"  # never report an earlier run's metrics.json
   # shellcheck disable=SC2086
@@ -72,7 +74,7 @@ for n in names:
     result[n].pop("history", None)
 dest.write_text(json.dumps(result, indent=2) + "\n")
 for n, m in result.items():
-    print(n, m.get("status"), "test/acc", m.get("test/acc"), "train_seconds", m.get("train_seconds"))
+    print(n, m.get("status"), "test/acc", m.get("test/acc"), "+/-", m.get("test/acc_ci95"), "train_seconds", m.get("train_seconds"))
 EOF
 
 step "4. the whole test suite"
