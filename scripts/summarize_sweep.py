@@ -1,7 +1,9 @@
 """Summarize a finished (or half-finished) Hydra sweep: `python scripts/summarize_sweep.py outputs/multiruns/<stamp>`.
 
-Writes summary.csv, summary.md and summary.png into the sweep dir and prints the markdown table.
-Useful for sweeps that ran without the SummarizeSweep callback, or were interrupted before it ran.
+Writes summary.csv, summary.md and summary.png into the sweep dir and prints the markdown table: one row
+per group of jobs that differ only in `seed` (mean ± std over its seeds, population members included),
+a column per swept key, and the failures below (see docs/sweeps.md). Useful for sweeps that ran without
+the SummarizeSweep callback, or were interrupted before it ran.
 Exits 1 with a one-line `error: ...` if the dir is missing or holds no job folders.
 """
 
