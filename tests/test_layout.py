@@ -17,11 +17,12 @@ PACKAGE = ROOT / "src" / "backprop_lab"
 LAYERS = {
     "errors": set(),
     "paths": set(),
+    "stats": set(),
     "core": {"core"},
     "data": {"errors", "data"},
-    "inspection": {"errors", "paths", "core", "data", "inspection"},
-    "training": {"errors", "paths", "core", "data", "inspection", "training"},
-    "reporting": {"errors", "paths", "core", "data", "inspection", "training", "reporting"},
+    "inspection": {"errors", "paths", "stats", "core", "data", "inspection"},
+    "training": {"errors", "paths", "stats", "core", "data", "inspection", "training"},
+    "reporting": {"errors", "paths", "stats", "core", "data", "inspection", "training", "reporting"},
 }
 FRAMEWORK_INTERNALS = {"__wrapped__"}  # dunders that are a wrapper's internals, not a public protocol
 

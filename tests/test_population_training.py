@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from backprop_lab.errors import ConfigError, Diverged
+from backprop_lab.stats import summary
 from backprop_lab.training import train as training
 from backprop_lab.training.evaluate import evaluate
-from backprop_lab.training.members import summary
 from backprop_lab.training.train import train
 from conftest import ROOT, compose_cfg
 

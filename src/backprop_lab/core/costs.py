@@ -72,9 +72,7 @@ def base_case(z: Tensor, y: Tensor, cost: str, output: str) -> tuple[Tensor, Ten
         C = -log_a.gather(-1, y.unsqueeze(-1)).sum((-2, -1)) / n  # -(1/n) sum_x ln a^L_y(x)  [eq:ce-softmax]
         delta = (log_a.exp() - Y) / n  # (B, n_L) fused: dC/da^L * f_out'(z^L) = (a^L - y)/n  [eq:BP1-ce]
     else:  # sigmoid cross-entropy: -[y ln s(z) + (1-y) ln(1-s(z))] = softplus(z) - y z
-        C = (F.softplus(z) - Y * z).sum(
-            (-2, -1)
-        ) / n  # -(1/n) sum_x sum_j [y_j ln a_j + (1-y_j) ln(1-a_j)]  [eq:ce-sigmoid]
+        C = (F.softplus(z) - Y * z).sum((-2, -1)) / n  # -(1/n) sum [y ln a + (1-y) ln(1-a)]  [eq:ce-sigmoid]
         delta = (torch.sigmoid(z) - Y) / n  # (B, n_L) fused, as for softmax
     return C, delta
 

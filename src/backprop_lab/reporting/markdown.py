@@ -16,7 +16,7 @@ from typing import Any
 from backprop_lab.errors import ConfigError
 from backprop_lab.inspection.delta_norms import hidden_mean
 from backprop_lab.paths import PROJECT_ROOT
-from backprop_lab.training.members import summary
+from backprop_lab.stats import summary
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 # NNDL ch. 5's hidden-layer norms ||delta^l|| at initialisation for [784, 30 x k, 10] sigmoid nets, by k.

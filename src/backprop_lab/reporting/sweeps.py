@@ -77,14 +77,11 @@ def _one_line(text: Any) -> str:
 
 
 def _stats(values: list[float | None]) -> dict[str, Any]:
-    """mean, std, ci95 (t-based half-width) and n of the finite values, by training.members.summary.
+    """mean, std, ci95 (t-based half-width) and n of the finite values (backprop_lab.stats.summary,
+    imported here: Hydra instantiates this module's callback before every run, and scipy takes a moment)."""
+    from backprop_lab.stats import summary
 
-    Imported here, not at the top: Hydra instantiates this module's callback before every run,
-    and training.members loads torch.
-    """
-    from backprop_lab.training.members import summary
-
-    return summary([v for v in values if v is not None])
+    return summary(values)
 
 
 def find_job_dirs(sweep_dir: str | Path) -> list[Path]:

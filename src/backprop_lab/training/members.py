@@ -11,11 +11,11 @@ import math
 from collections.abc import Sequence
 
 import torch
-from scipy import stats
 from torch import Tensor, nn
 from torchmetrics import Metric
 
 from backprop_lab.core.models import MODELS
+from backprop_lab.stats import summary
 
 
 def build_net(
@@ -105,19 +105,6 @@ def clip_member_norms(grads: Sequence[Tensor], members: int, max_norm: float) ->
     scale = (max_norm / (member_norms(grads, members) + 1e-6)).clamp(max=1.0)  # (N,)
     for g in grads:
         g.mul_(scale.reshape(members, *[1] * (g.dim() - 1)) if members > 1 else scale)
-
-
-def summary(values: Sequence[float]) -> dict[str, float | None]:
-    """mean, std (n - 1) and the half-width of the t-based 95% interval of the mean; None where n is too small."""
-    x = [v for v in values if v is not None and math.isfinite(v)]
-    n = len(x)
-    if n == 0:
-        return {"mean": None, "std": None, "ci95": None, "n": 0}
-    mean = sum(x) / n
-    if n == 1:
-        return {"mean": mean, "std": None, "ci95": None, "n": 1}
-    std = math.sqrt(sum((v - mean) ** 2 for v in x) / (n - 1))
-    return {"mean": mean, "std": std, "ci95": float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n), "n": n}
 
 
 SUMMARIZED = ("test/acc", "test/loss", "val/acc_best")
