@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     results = predict_files(module, args.images)
     for r in results:
         if r.error is not None:
-            print(r.line(), file=sys.stderr)
+            print_error(r.line())
         elif not args.json:
             print(r.line(classes))
     if args.json:

@@ -35,9 +35,9 @@ class Result:
         return {"path": self.path, "digit": self.digit, "top3": [[d, round(p, 4)] for d, p in self.top3]}
 
     def line(self, classes: Sequence[str] | None = None) -> str:
-        """`path: 7  (7 0.98, 1 0.01, 9 0.00)`, or `error: path: what (fix)`."""
+        """`path: 7  (7 0.98, 1 0.01, 9 0.00)`, or `path: what (fix)` for a file that failed."""
         if self.error is not None:
-            return f"error: {self.path}: {self.error}"
+            return f"{self.path}: {self.error}"
         name = (lambda k: classes[k]) if classes else str
         return f"{self.path}: {name(self.digit)}  ({', '.join(f'{name(d)} {p:.2f}' for d, p in self.top3)})"
 

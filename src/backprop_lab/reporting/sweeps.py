@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from backprop_lab.errors import fail
 
 log = logging.getLogger(__name__)
 
@@ -549,5 +550,4 @@ class SummarizeSweep(Callback):
         jobs = read_jobs(sweep_dir)
         failed = [job for job in jobs if not job.completed]
         if failed:  # the other jobs ran; the exit status still tells a script that something went wrong
-            print(f"error: {len(failed)} of {len(jobs)} sweep jobs did not complete (see {paths[1]})", file=sys.stderr)
-            sys.exit(1)
+            fail(f"{len(failed)} of {len(jobs)} sweep jobs did not complete (see {paths[1]})")
