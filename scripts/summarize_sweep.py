@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from backprop_lab.errors import print_error
-from backprop_lab.reporting.sweeps import find_job_dirs, write_summary
+from backprop_lab.reporting.jobs import find_job_dirs
+from backprop_lab.reporting.sweeps import write_summary
 
 
 def main(argv: list[str] | None = None) -> int:

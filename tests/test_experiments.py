@@ -16,7 +16,7 @@ import pytest
 from backprop_lab.core.models import ReferenceMLP
 from backprop_lab.errors import ConfigError, Diverged
 from backprop_lab.inspection.delta_norms import delta_norms, first_images
-from backprop_lab.reporting.markdown import BEGIN, END, write_readme
+from backprop_lab.reporting.readme import BEGIN, END, write_readme
 from backprop_lab.reporting.report import EXPERIMENTS, at_init, build, full_history, sweep_variants
 from backprop_lab.training.config import compose as compose_plain
 from backprop_lab.training.train import build_module, train
@@ -132,6 +132,7 @@ def tiny_report(tmp_path_factory):
     return SimpleNamespace(root=root, md=md, readme=root / "README.md", before=before)
 
 
+@pytest.mark.xdist_group("tiny_report")  # one worker builds the report, once
 def test_report_writes_every_figure_and_table(tiny_report):
     tmp_path, text = tiny_report.root, tiny_report.md.read_text()
     pictures = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", text)
@@ -164,6 +165,7 @@ def test_report_writes_every_figure_and_table(tiny_report):
     assert not list(tmp_path.glob("*.png"))  # nothing outside --out
 
 
+@pytest.mark.xdist_group("tiny_report")  # one worker builds the report, once
 def test_report_replaces_only_the_readme_results_region(tiny_report):
     before, after = tiny_report.before, tiny_report.readme.read_bytes()
     start, end = before.index(BEGIN.encode()) + len(BEGIN), before.index(END.encode())

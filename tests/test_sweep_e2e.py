@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from backprop_lab.reporting.sweeps import STAT_COLUMNS, group_curve, summarize
+from backprop_lab.reporting.jobs import STAT_COLUMNS, summarize
+from backprop_lab.reporting.sweeps import group_curve
 from conftest import ROOT, TINY, run_script
 
 README_SWEEP = "optimizer=sgd,momentum,adam activation=sigmoid,relu,tanh loss=mse,cross_entropy data.batch_size=10,100"

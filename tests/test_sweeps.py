@@ -15,16 +15,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from backprop_lab.reporting.sweeps import (
-    JOB_COLUMNS,
-    NO_METRICS,
-    STAT_COLUMNS,
-    SummarizeSweep,
-    collect,
-    group_curve,
-    summarize,
-    write_summary,
-)
+from backprop_lab.reporting.jobs import JOB_COLUMNS, NO_METRICS, STAT_COLUMNS, collect, summarize
+from backprop_lab.reporting.sweeps import SummarizeSweep, group_curve, write_summary
 from backprop_lab.training import members
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,7 +32,8 @@ from backprop_lab.errors import Diverged
 from backprop_lab.inspection.delta_norms import delta_norms, first_images
 from backprop_lab.paths import PROJECT_ROOT
 from backprop_lab.reporting.figures import draw
-from backprop_lab.reporting.markdown import check_readme, markdown, readme_summary, status, write_readme
+from backprop_lab.reporting.markdown import markdown, status
+from backprop_lab.reporting.readme import check_readme, readme_summary, write_readme
 from backprop_lab.training.config import compose
 from backprop_lab.training.train import build_module, train
 
