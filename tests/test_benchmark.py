@@ -105,7 +105,7 @@ def test_tiny_run_prints_the_table(tiny):
     for name in STEP_NAMES:
         assert name in stdout
     verdicts = [line for line in stdout.splitlines() if re.search(r"\s(PASS|MISS)\s", line + " ")]
-    assert len(verdicts) == 2 * len(STEP_NAMES) + 2 + 1  # step and saved-bytes rows, epoch rows, textbook row
+    assert len(verdicts) == 2 * len(STEP_NAMES) + 1 + 2 + 1  # step, saved-bytes, population, epoch, textbook rows
     assert "targets met:" in stdout and "data:" in stdout and "machine:" in stdout
 
 
@@ -144,7 +144,7 @@ def test_a_gpu_only_run_labels_no_targets(tiny):
     gpu_only["targets"] = bench.targets(gpu_only)
     table = bench.format_table(gpu_only)
     assert "[cuda]" in table and "[cpu]" not in table and "targets: none (they are CPU targets)" in table
-    assert len(bench.targets(r)) == 1 + 2 * len(STEP_NAMES) + 2 + 1  # b10 <= 0.7, steps, saved bytes, epochs, textbook
+    assert len(bench.targets(r)) == 1 + 2 * len(STEP_NAMES) + 1 + 2 + 1  # b10, steps, bytes, population, epochs, text
 
 
 def test_saved_bytes_deduplicates_storages_and_can_exclude_parameters():
