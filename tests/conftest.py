@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+import runpy
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 # Tiny MLPs gain nothing from intra-op threads, and two pytest workers with two threads each on a
@@ -13,6 +18,7 @@ os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from backprop_lab.training.config import compose
@@ -47,6 +53,42 @@ def compose_cfg(tmp_path: Path, *overrides: str, config_name: str = "train") -> 
     )
 
 
+# Tests that share an expensive module fixture, by node-id prefix -> group: under `pytest -n N` each group
+# runs in one worker, so that the fixture is computed once. (xdist_group marks with --dist loadgroup would
+# say this by the tests, but pytest-xdist 3.8 cannot add the group to pytest 9.2's node ids.)
+SHARED_FIXTURES = {
+    "tests/test_experiments.py::test_report_": "tiny_report",  # 25 training runs
+    "tests/test_predict.py::": "predict",  # 5,000 digits parsed, a network trained for 10 epochs
+    "tests/test_visuals.py::": "visuals",  # a fit with both callbacks
+    "tests/test_reliability.py::test_bad_checkpoints_": "reliability",  # a trained run
+    "tests/test_reliability.py::test_interrupted_run_": "reliability",  # it, and the process forking runs
+    "tests/test_reliability.py::test_sigkill_": "reliability",  # that process
+    "tests/test_benchmark.py::test_tiny_run_": "benchmark_tiny",
+    "tests/test_benchmark.py::test_a_gpu_only_run_": "benchmark_tiny",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist load (what -n N implies), with the SHARED_FIXTURES groups: xdist's loadscope scheduling with
+    one test per unit of work except for those groups. Units are handed out one at a time as workers free
+    up, the groups first (xdist orders units by size), then the rest in collection order (`slow` first)."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return next((g for prefix, g in SHARED_FIXTURES.items() if nodeid.startswith(prefix)), nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The `slow` end-to-end tests first: a long test started last would leave the other worker idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     return lambda *overrides: compose_cfg(tmp_path, *overrides)
@@ -61,3 +103,49 @@ def run_script(
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
     )
+
+
+def run_in_process(script: str, *args: str) -> subprocess.CompletedProcess:
+    """`python <script> <args>` for a Hydra entry point (train.py, scripts/evaluate.py), run in this process.
+
+    The script runs as `__main__` with these arguments (runpy, as `python` runs it): the same composition,
+    run folder, one-line errors and exit code as run_script, without a new interpreter's start (importing torch
+    and Lightning takes 6-12 s). stdout
+    and stderr are captured; an uncaught exception is printed with its traceback and exits 1, as in a
+    real process. Use run_script where the process itself is what is tested (signals, warnings)."""
+    path = ROOT / script
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    env = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", "BACKPROP_LAB_VERBOSE")}
+    os.environ.pop("BACKPROP_LAB_VERBOSE", None)
+    argv, deterministic = sys.argv, torch.are_deterministic_algorithms_enabled()
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    sys.argv = [str(path), *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(path), run_name="__main__")
+            except SystemExit as e:  # as the interpreter exits: None is 0, a message is printed and exits 1
+                if e.code is None or isinstance(e.code, int):
+                    code = e.code or 0
+                else:
+                    print(e.code, file=sys.stderr)
+                    code = 1
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:  # leave nothing of the run behind in this process: Hydra's logging and job config, torch's flags
+        sys.argv = argv
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        HydraConfig.instance().cfg = None
+        torch.use_deterministic_algorithms(deterministic)
+    return subprocess.CompletedProcess([sys.executable, script, *args], code, out.getvalue(), err.getvalue())

@@ -4,6 +4,10 @@ Figures are never asserted: machines are noisy."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import importlib.util
+import io
 import json
 import math
 import re
@@ -23,6 +27,7 @@ KEYS = (
     "manual_vs_reference_step",
     "manual_vs_reference_saved_bytes",
     "manual_vs_reference_saved_bytes_excl_params",
+    "population_vs_single_step",
     "lightning_vs_plain_epoch",
     "textbook_vs_project_epoch",
 )
@@ -44,18 +49,36 @@ def is_positive_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
+def _benchmark_main():
+    """scripts/benchmark.py's main(argv), to run in this process."""
+    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture(scope="module", autouse=True)
+def frozen_gc():
+    """The timings call gc.collect() before each repeat, which in a test process (torch, Lightning, every
+    test module) takes ~0.5 s each. With the objects that exist now frozen out of the collector's way
+    (gc.freeze), it takes milliseconds: figures are never asserted, so that changes nothing checked.
+    What the benchmark imports as it goes (Lightning, the training code) is imported first, to be frozen too."""
+    importlib.import_module("backprop_lab.training.train")
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
+
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, frozen_gc):
+    """`scripts/benchmark.py --tiny --repeats 1 --json PATH`, its main(argv) run in this process (the
+    real process is test_cuda_without_a_gpu_is_a_one_line_error's): (results, stdout)."""
     out = tmp_path_factory.mktemp("bench") / "b.json"
-    proc = subprocess.run(
-        [sys.executable, "scripts/benchmark.py", "--tiny", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text()), proc.stdout
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
+        code = _benchmark_main()(["--tiny", "--repeats", "1", "--json", str(out)])
+    assert code == 0
+    return json.loads(out.read_text()), stdout.getvalue()
 
 
 def test_tiny_run_writes_every_key_with_positive_numbers(tiny):
@@ -70,6 +93,7 @@ def test_tiny_run_writes_every_key_with_positive_numbers(tiny):
     assert sorted(r["manual_vs_reference_step"]) == sorted(devices)
     for dev in devices:
         assert set(r["manual_vs_reference_step"][dev]) == STEP_NAMES
+        assert set(r["population_vs_single_step"][dev]) == set(bench.POPULATION_CONFIGS[dev])
         assert set(r["lightning_vs_plain_epoch"][dev]) == {"b10", "b100"}
         assert dev in r["textbook_vs_project_epoch"]
     assert set(r["manual_vs_reference_saved_bytes"]) == STEP_NAMES

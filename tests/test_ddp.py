@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY, run_script
+from conftest import TINY, run_in_process, run_script
 
 QUIET = [o for o in TINY if not o.startswith("trainer.enable")] + ["log.pictures_every_n_epochs=0"]
 
@@ -15,8 +15,9 @@ QUIET = [o for o in TINY if not o.startswith("trainer.enable")] + ["log.pictures
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process_with_twice_the_batch(tmp_path):
     """Rank r takes perm[r::2] of each epoch's permutation, so per-rank batches of 5 together are
-    exactly the single process's batch of 10, and DDP's gradient average is the batch-10 gradient."""
-    single = run_script(
+    exactly the single process's batch of 10, and DDP's gradient average is the batch-10 gradient.
+    The single process is train.py's entry run in this one; DDP's two are real processes."""
+    single = run_in_process(
         "train.py", *QUIET, "model=manual", "data.batch_size=10", f"hydra.run.dir={tmp_path / 'single'}"
     )
     assert single.returncode == 0, single.stderr[-3000:]
@@ -51,7 +52,9 @@ def test_ddp_two_processes_match_one_process_with_twice_the_batch(tmp_path):
 
 
 def test_bf16_mixed_on_cpu_trains_the_manual_model(tmp_path):
-    result = run_script("train.py", *QUIET, "model=manual", "trainer.precision=bf16-mixed", f"hydra.run.dir={tmp_path}")
+    result = run_in_process(
+        "train.py", *QUIET, "model=manual", "trainer.precision=bf16-mixed", f"hydra.run.dir={tmp_path}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["test/acc"] > 0.3

@@ -124,7 +124,8 @@ def test_full_history_recovers_epochs_lost_to_the_best_checkpoint(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory):
-    """One --tiny report for the tests below, writing its summary into a copy of the project's README."""
+    """One --tiny report for the tests below, writing its summary into a copy of the project's README.
+    (25 training runs: conftest's SHARED_FIXTURES keeps the tests using it in one pytest-xdist worker.)"""
     root = tmp_path_factory.mktemp("report")
     before = (ROOT / "README.md").read_bytes()
     (root / "README.md").write_bytes(before)
@@ -132,7 +133,6 @@ def tiny_report(tmp_path_factory):
     return SimpleNamespace(root=root, md=md, readme=root / "README.md", before=before)
 
 
-@pytest.mark.xdist_group("tiny_report")  # one worker builds the report, once
 def test_report_writes_every_figure_and_table(tiny_report):
     tmp_path, text = tiny_report.root, tiny_report.md.read_text()
     pictures = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", text)
@@ -165,7 +165,6 @@ def test_report_writes_every_figure_and_table(tiny_report):
     assert not list(tmp_path.glob("*.png"))  # nothing outside --out
 
 
-@pytest.mark.xdist_group("tiny_report")  # one worker builds the report, once
 def test_report_replaces_only_the_readme_results_region(tiny_report):
     before, after = tiny_report.before, tiny_report.readme.read_bytes()
     start, end = before.index(BEGIN.encode()) + len(BEGIN), before.index(END.encode())
