@@ -13,14 +13,7 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, TensorDataset
 
-from backprop_lab.inspection.figures import (
-    confusion_figure,
-    confusion_matrix,
-    hidden_unit_tiles,
-    layer_parameters,
-    misclassified_figure,
-    predictions,
-)
+from backprop_lab.inspection import figures
 from backprop_lab.inspection.tensorboard import LayerGradients, Pictures
 from backprop_lab.training.module import LitMLP
 
@@ -96,14 +89,14 @@ def test_confusion_matrix_counts_hand_made_example():
     y = torch.tensor([0, 0, 1, 2, 2, 2])
     pred = torch.tensor([0, 1, 1, 2, 0, 2])
     expected = torch.tensor([[1, 1, 0], [0, 1, 0], [1, 0, 2]])  # row = true, column = predicted
-    assert torch.equal(confusion_matrix(pred, y, 3), expected)
-    assert confusion_matrix(pred, y, 4).shape == (4, 4)
+    assert torch.equal(figures.confusion_matrix(pred, y, 3), expected)
+    assert figures.confusion_matrix(pred, y, 4).shape == (4, 4)
 
 
 @pytest.mark.parametrize("units, rows, cols", [(15, 4, 4), (8, 3, 3), (1, 1, 1), (300, 10, 10)])
 def test_hidden_unit_tiles_grid_shape_and_each_tile_spans_0_1(units, rows, cols):
     W = torch.randn(units, 784) * 5 + 3
-    img = hidden_unit_tiles(W, max_units=100, pad=1)
+    img = figures.hidden_unit_tiles(W, max_units=100, pad=1)
     assert img.shape == (1, rows * 29 + 1, cols * 29 + 1)
     for i in range(min(units, 100)):
         r, c = divmod(i, cols)
@@ -118,30 +111,30 @@ def test_hidden_unit_tiles_grid_shape_and_each_tile_spans_0_1(units, rows, cols)
 
 def test_hidden_unit_tiles_rejects_non_square_rows():
     with pytest.raises(ValueError, match="square"):
-        hidden_unit_tiles(torch.randn(3, 100 + 1))
+        figures.hidden_unit_tiles(torch.randn(3, 100 + 1))
 
 
 def test_misclassified_figure_titles_only_the_mistakes():
     x = torch.rand(6, 784)
     y = torch.tensor([0, 1, 2, 3, 4, 5])
     pred = torch.tensor([0, 7, 2, 9, 4, 1])
-    fig = misclassified_figure(x, pred, y, [str(d) for d in range(10)])
+    fig = figures.misclassified_figure(x, pred, y, [str(d) for d in range(10)])
     assert [t.get_text() for t in fig.axes[0].texts] == ["pred 7 / true 1", "pred 9 / true 3", "pred 1 / true 5"]
     mosaic = fig.axes[0].images[0].get_array()
     assert mosaic.shape == (28 + 9, 3 * (28 + 2))  # one row of three digits with title bands
     assert mosaic.min() == 0 and mosaic.max() == pytest.approx(1.0)
     long_names = [f"class number {d}" for d in range(10)]  # too long for a tile: indices instead
-    fig = misclassified_figure(x, pred, y, long_names, max_images=2)
+    fig = figures.misclassified_figure(x, pred, y, long_names, max_images=2)
     assert [t.get_text() for t in fig.axes[0].texts] == ["pred 7 / true 1", "pred 9 / true 3"]
     short_names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-    fig = misclassified_figure(x, pred, y, short_names, max_images=1)
+    fig = figures.misclassified_figure(x, pred, y, short_names, max_images=1)
     assert [t.get_text() for t in fig.axes[0].texts] == ["pred seven / true one"]
-    assert isinstance(misclassified_figure(x, y, y), Figure)  # none wrong: a note, no crash
+    assert isinstance(figures.misclassified_figure(x, y, y), Figure)  # none wrong: a note, no crash
 
 
 def test_confusion_figure_shows_counts_and_class_names():
     cm = torch.tensor([[5, 1], [0, 3]])
-    fig = confusion_figure(cm, ["cat", "dog"])
+    fig = figures.confusion_figure(cm, ["cat", "dog"])
     ax = fig.axes[0]
     assert sorted(t.get_text() for t in ax.texts) == ["0", "1", "3", "5"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["cat", "dog"]
@@ -151,14 +144,14 @@ def test_confusion_figure_shows_counts_and_class_names():
 @pytest.mark.parametrize("model", ["manual", "reference"])
 def test_layer_parameters_are_W_and_b_per_lecture_layer(model):
     net = LitMLP(sizes=[784, 15, 12, 10], model=model, optimizer=SGD).net
-    shapes = [(tuple(W.shape), tuple(b.shape)) for W, b in layer_parameters(net)]
+    shapes = [(tuple(W.shape), tuple(b.shape)) for W, b in figures.layer_parameters(net)]
     assert shapes == [((15, 784), (15,)), ((12, 15), (12,)), ((10, 12), (10,))]
 
 
 def test_predictions_batches_and_restores_train_mode():
     module = LitMLP(sizes=[784, 8, 10], optimizer=SGD).train()
     x = torch.rand(25, 784)
-    pred = predictions(module, x, batch_size=10)
+    pred = figures.predictions(module, x, batch_size=10)
     assert module.training
     assert torch.equal(pred, module(x).argmax(1))
 
@@ -207,7 +200,7 @@ def test_logged_delta_norm_is_the_bias_gradient_of_the_first_batch(run):
     reference.load_state_dict(run.initial.state_dict())
     x, y = run.dm.train_x[:BATCH], run.dm.train_y[:BATCH]
     reference.net.loss(reference(x), y, "cross_entropy").backward()
-    for l, (W, b) in enumerate(layer_parameters(reference.net), start=1):
+    for l, (W, b) in enumerate(figures.layer_parameters(reference.net), start=1):
         delta_norm = run.ea.Scalars(f"delta_norm/layer{l}")[0]
         dW_norm = run.ea.Scalars(f"dW_norm/layer{l}")[0]
         assert delta_norm.step == dW_norm.step == 0
@@ -220,7 +213,7 @@ def test_logged_delta_norm_is_the_bias_gradient_of_the_first_batch(run):
 
 def test_weight_histogram_matches_the_weights(run):
     h0 = run.ea.Histograms("weights/W1")[0].histogram_value
-    W1 = layer_parameters(run.initial.net)[0][0]
+    W1 = figures.layer_parameters(run.initial.net)[0][0]
     assert h0.num == W1.numel()
     assert h0.min == pytest.approx(W1.min().item()) and h0.max == pytest.approx(W1.max().item())
 

@@ -124,13 +124,7 @@ class _MLPMixin:
 class ManualMLP(_MLPMixin, nn.Module):
     """An MLP whose every gradient comes from the hand-written delta equations (backprop.py, costs.py)."""
 
-    def __init__(
-        self,
-        sizes: Sequence[int],
-        activation: str = "sigmoid",
-        output: str = "softmax",
-        init: str = "pytorch",
-    ) -> None:
+    def __init__(self, sizes: Sequence[int], activation="sigmoid", output="softmax", init="pytorch") -> None:
         super().__init__()
         self.sizes = check_architecture(sizes, activation, output, init)
         self.activation, self.output, self.init = activation, output, init
@@ -196,13 +190,7 @@ class ManualMLP(_MLPMixin, nn.Module):
 class ReferenceMLP(_MLPMixin, nn.Sequential):
     """The same network as a plain nn.Sequential of nn.Linear and activation modules, for autograd."""
 
-    def __init__(
-        self,
-        sizes: Sequence[int],
-        activation: str = "sigmoid",
-        output: str = "softmax",
-        init: str = "pytorch",
-    ) -> None:
+    def __init__(self, sizes: Sequence[int], activation="sigmoid", output="softmax", init="pytorch") -> None:
         sizes = check_architecture(sizes, activation, output, init)
         modules: list[nn.Module] = []
         for layer in _linears(sizes, init):
