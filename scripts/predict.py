@@ -1,59 +1,13 @@
 """Recognise digits in your own images: `python scripts/predict.py --ckpt PATH IMAGE [IMAGE ...]`.
 
-Each PNG/JPEG (any size, dark ink on light paper or the reverse, drawn or photographed) is
-turned into an MNIST-style 28x28 input (backprop_lab.inspection.images.preprocess) and classified. Prints
-`path: 7  (7 0.98, 1 0.01, 9 0.00)` per image (the class, then the top three probabilities), or a
-JSON list with --json; --show OUT.png saves the inputs the network saw beside its predictions.
-A file that cannot be read gets `error: <path>: <what> (<fix>)` on stderr, the rest are still
-classified, and the exit status is 1. A bad --ckpt is a one-line error, exit status 1.
+The same command as the console script `backprop-lab-predict` (backprop_lab/training/entry/predict.py).
 """
 
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-from pathlib import Path
 
-from backprop_lab.errors import ConfigError, print_error
-from backprop_lab.inspection.predict import predict_files, predictions_figure, require_images
-from backprop_lab.training.checkpoints import load_checkpoint, run_classes
+from backprop_lab.training.entry.predict import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG or JPEG files, one digit each")
-    parser.add_argument("--ckpt", required=True, type=Path, help="a checkpoint written by train.py")
-    parser.add_argument("--model", choices=("manual", "reference"), help="load the weights into this network")
-    parser.add_argument("--json", action="store_true", help="print a JSON list instead of text lines")
-    parser.add_argument("--show", type=Path, metavar="OUT.png", help="save the 28x28 inputs and predictions here")
-    parser.add_argument(
-        "--member",
-        type=int,
-        metavar="K",
-        help="a population checkpoint's member K (default: the ensemble, probabilities averaged)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        module = require_images(load_checkpoint(args.ckpt, args.model, member=args.member), args.ckpt)
-    except ConfigError as e:
-        print_error(e)
-        return 1
-    classes = run_classes(args.ckpt)
-    results = predict_files(module, args.images)
-    for r in results:
-        if r.error is not None:
-            print_error(r.line())
-        elif not args.json:
-            print(r.line(classes))
-    if args.json:
-        print("[\n" + ",\n".join(json.dumps(r.as_dict()) for r in results) + "\n]")  # one object per line
-    if args.show is not None:
-        args.show.parent.mkdir(parents=True, exist_ok=True)
-        predictions_figure(results, classes).savefig(args.show, dpi=100)
-        print(f"wrote {args.show}", file=sys.stderr)
-    return 1 if any(r.error is not None for r in results) else 0
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -65,6 +65,8 @@ SHARED_FIXTURES = {
     "tests/test_reliability.py::test_sigkill_": "reliability",  # that process
     "tests/test_benchmark.py::test_tiny_run_": "benchmark_tiny",
     "tests/test_benchmark.py::test_a_gpu_only_run_": "benchmark_tiny",
+    "tests/test_export.py::": "export",  # a trained run and a trained population
+    "tests/test_packaging.py::": "packaging",  # the package built and installed into a folder
 }
 
 

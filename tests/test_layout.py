@@ -18,11 +18,12 @@ LAYERS = {
     "errors": set(),
     "paths": set(),
     "stats": set(),
+    "provenance": set(),
     "core": {"core"},
     "data": {"errors", "data"},
     "inspection": {"errors", "paths", "stats", "core", "data", "inspection"},
-    "training": {"errors", "paths", "stats", "core", "data", "inspection", "training"},
-    "reporting": {"errors", "paths", "stats", "core", "data", "inspection", "training", "reporting"},
+    "training": {"errors", "paths", "stats", "provenance", "core", "data", "inspection", "training"},
+    "reporting": {"errors", "paths", "stats", "provenance", "core", "data", "inspection", "training", "reporting"},
 }
 FRAMEWORK_INTERNALS = {"__wrapped__"}  # dunders that are a wrapper's internals, not a public protocol
 

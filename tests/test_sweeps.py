@@ -130,7 +130,10 @@ def test_markdown_lists_every_group_and_every_failure(sweep):
     write_summary(sweep)
     md = (sweep / "summary.md").read_text()
     lines = md.splitlines()
-    assert str(sweep) in lines[0] and "8 jobs, 4 completed, 4 failed; 8 groups" in lines[0]
+    assert (
+        str(sweep) in lines[0]
+        and "8 jobs, 4 completed, 1 pruned, diverged or interrupted, 3 failed; 8 groups" in lines[0]
+    )
     assert "Every job:" not in md  # no override is shared by all eight
     header = "| rank | activation | optimizer | data | loss | model | trainer | optimizer.lr | test acc (%) | 95% CI |"
     assert header + " best val acc (%) | epochs | jobs | failed | time/job (s) |" in md
@@ -224,7 +227,7 @@ def test_population_jobs_pool_their_members_and_diverged_members_are_failures(tm
     assert mean[-1] == pytest.approx(75.0)  # the band leaves the diverged members' curves out
     write_summary(tmp_path)
     md = (tmp_path / "summary.md").read_text()
-    assert "3 jobs, 2 completed, 1 failed; 1 group " in md
+    assert "3 jobs, 2 completed, 1 pruned, diverged or interrupted, 0 failed; 1 group " in md
     assert "Every job: `population=3`" in md
     assert "| 1 | all jobs | 75.00 ± 11.18 (5) |" in md
     assert f"- `{job.name}` seed 2: diverged at step 17" in md

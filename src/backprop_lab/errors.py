@@ -5,6 +5,7 @@ Kept free of heavy imports, so that a bad command line is reported before torch 
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 from typing import NoReturn
@@ -24,6 +25,21 @@ def fail(message: object, code: int = 1) -> NoReturn:
     """print_error, then exit with `code`."""
     print_error(message)
     sys.exit(code)
+
+
+# What writing into a folder that cannot take it raises: full disk, read-only or missing mount, a file in the way.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
+
+
+def unwritable(e: BaseException) -> str | None:
+    """The one-line message for an output file or folder that cannot be written, else None."""
+    if not isinstance(e, OSError) or e.errno not in WRITE_ERRNOS:
+        return None
+    where = f"{e.filename}" if e.filename else "the output folder"
+    return (
+        f"cannot write {where}: {e.strerror or e} (free some disk space, or choose a writable folder: "
+        "hydra.run.dir=PATH, or hydra.sweep.dir=PATH for a sweep)"
+    )
 
 
 class ConfigError(ValueError):
@@ -49,6 +65,13 @@ class TrainingStopped(RuntimeError):
 
 class Diverged(TrainingStopped):
     pass
+
+
+class Pruned(TrainingStopped):
+    """An Optuna search's pruner stopped the trial: its metric so far was not worth finishing the run."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message, "pruned", step)
 
 
 class Interrupted(TrainingStopped):

@@ -1,4 +1,4 @@
-"""Where things live: the project root and the run folder (OmegaConf resolvers for conf/, registered
+"""Where things live: the configs, the project root and the run folder (OmegaConf resolvers for conf/, registered
 on import; the entry points import this through training.cli before Hydra composes a config), and how files
 in a run folder are written (atomically).
 """
@@ -16,12 +16,21 @@ from typing import Any, BinaryIO
 from omegaconf import OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = PROJECT_ROOT / "conf"  # the Hydra configs: conf/ at the top of the checkout
+# The Hydra configs are the package backprop_lab.conf: in a checkout (an editable install) src/backprop_lab/conf
+# links to conf/ at its top, and a wheel holds a copy. The entry points name the package, compose() the folder.
+CONF_PACKAGE = "backprop_lab.conf"
+CONFIG_PATH = f"pkg://{CONF_PACKAGE}"  # @hydra.main's config_path
+CONF_DIR = (Path(__file__).parent / "conf").resolve()
+
+
+def in_checkout() -> bool:
+    """Whether the package runs from a checkout of the project (src/backprop_lab beside conf/ and pyproject.toml)."""
+    return (PROJECT_ROOT / "conf").is_dir() and (PROJECT_ROOT / "pyproject.toml").is_file()
 
 
 def project_root() -> str:
-    """The checkout that holds conf/ (an editable install), else the current directory."""
-    return str(PROJECT_ROOT if (PROJECT_ROOT / "conf").is_dir() else Path.cwd())
+    """The checkout (an editable install), else the current directory: where outputs/ and data/ live."""
+    return str(PROJECT_ROOT if in_checkout() else Path.cwd())
 
 
 if not OmegaConf.has_resolver("project_root"):

@@ -88,7 +88,8 @@ def _as_features(images: Tensor) -> Tensor:
 class InMemoryDataModule(L.LightningDataModule):
     """Shared machinery: load once, split, place on the device, serve `InMemoryLoader`s.
 
-    Subclasses implement `_load()` returning (source, classes, train/val/test uint8 tensors), and
+    Subclasses implement `_load()` returning (source, classes, train/val/test uint8 tensors) and setting
+    `files` (the files read: metrics.json records their sha256), and
     take their own arguments before passing the common ones on (`**common`): batch_size, val_size,
     test_size (a cap; null: all), train_size (a cap), seed (the shuffle), split_seed, drop_last,
     device (used only without a trainer), batches_per_block (mini-batches per training `Block`) and
@@ -118,12 +119,14 @@ class InMemoryDataModule(L.LightningDataModule):
         self.batches_per_block, self.members = batches_per_block, members
         self.seed, self.split_seed, self.drop_last, self.device = seed, split_seed, drop_last, device
         self.source: str | None = None
+        self.files: list[str] = []  # the files the data was read from (their sha256 goes into metrics.json)
         self.sizes: dict[str, int] = {}
         self.classes: list[str] = [str(d) for d in range(N_CLASSES)]
         self.rank, self.world_size = 0, 1
         self._loaders: dict[str, InMemoryLoader] = {}
 
     def _load(self) -> tuple[str, list[str], dict[str, tuple[Tensor, Tensor]]]:
+        """(source, classes, splits), setting `files` to the files read."""
         raise NotImplementedError
 
     def _holdout(
@@ -218,7 +221,8 @@ class MNISTSubsetDataModule(InMemoryDataModule):
         self.csv_path = csv_path
 
     def _load(self):
-        x, y, _ = load_subset(self.csv_path)
+        x, y, path = load_subset(self.csv_path)
+        self.files = [path]
         val_idx, test_idx, train_idx = stratified_split(y, [self.val_size, self.test_size], self.split_seed)
         splits = self._holdout((x[train_idx], y[train_idx]), (x[test_idx], y[test_idx]), 0)
         splits["val"] = (x[val_idx], y[val_idx])
@@ -287,6 +291,7 @@ class _IDXDataModule(InMemoryDataModule):
         if folder is None:
             return self._not_found()
         x, y, tx, ty = load_idx_folder(folder, self._fix(folder))
+        self.files = [str(p) for p in find_idx(folder)[0].values()]  # the four files load_idx_folder read
         source = self.dataset_name if folder == self.raw_dir else f"{self.dataset_name} ({folder})"
         return source, list(self._classes()), self._holdout((x, y), (tx, ty), self.val_size, self.test_size)
 
@@ -329,6 +334,7 @@ class MNISTDataModule(_IDXDataModule):
             split_seed=self.split_seed,
         )
         _, classes, splits = subset._load()
+        self.files = subset.files
         reason = "no network" if self.download else "download disabled"
         return f"mnist-subset (fallback: {reason})", classes, splits
 

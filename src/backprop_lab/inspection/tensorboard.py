@@ -150,7 +150,8 @@ class Pictures(L.Callback):
 
 class MemberCurves(L.Callback):
     """A population's members as TensorBoard runs of their own, `<log_dir>/members/seed=<s>`, beside the
-    run's own curves (the mean over the members still training): TensorBoard overlays them all.
+    run's own curves (the mean over the members still training): TensorBoard overlays them all. Nothing is
+    written when TensorBoard is not among the loggers.
 
     Every epoch: each member's train/loss_epoch, train/acc, val/loss, val/acc and val/acc_best; after
     testing: its test/loss and test/acc, all at the global step, as `LitMLP` keeps them per member.
@@ -163,17 +164,17 @@ class MemberCurves(L.Callback):
         self._writers: list | None = None
 
     def _write(self, trainer: L.Trainer, values: dict[str, Tensor]) -> None:
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or _tensorboard(trainer) is None:  # TensorBoard is not among the loggers
             return
         if self._writers is None:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writers = [SummaryWriter(f"{self.log_dir}/members/seed={s}") for s in self.seeds]
         rows = {key: values[key].tolist() for key in self.KEYS if key in values}
-        for k, writer in enumerate(self._writers):
+        for k, member in enumerate(self._writers):
             for key, column in rows.items():
-                writer.add_scalar(key, column[k], trainer.global_step)
-            writer.flush()
+                member.add_scalar(key, column[k], trainer.global_step)
+            member.flush()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         values = dict(pl_module.member_values)  # this epoch's validation; the module logs training after this hook

@@ -22,6 +22,7 @@ import yaml
 COMPLETED = "completed"
 NO_METRICS = "no metrics.json (crashed?)"
 SEED = "seed"
+SEARCH = "search."  # an Optuna trial's link to its study (search.storage, .study, .trial): no hyperparameter
 METRICS = ("test/acc", "val/acc_best", "test/loss")  # summarised per group: mean, std, ci95
 # One row per job (collect()); the summary's rows are groups, with the columns of summary_columns().
 JOB_COLUMNS = (
@@ -116,7 +117,7 @@ class Job:
 
     @property
     def params(self) -> dict[str, str]:
-        return dict(_key_value(o) for o in self.overrides)
+        return {k: v for k, v in map(_key_value, self.overrides) if not k.startswith(SEARCH)}
 
     @property
     def completed(self) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,11 @@ def markdown_table(summary: Summary, sweep_dir: str | Path) -> str:
     the failures below it."""
     jobs = summary.jobs
     done = sum(job.completed for job in jobs)
+    stopped = sum(job.status.startswith(("pruned", "diverged", "interrupted")) for job in jobs)
+    ended = f"{stopped} pruned, diverged or interrupted, " if stopped else ""
     groups = len(summary.groups)
     lines = [
-        f"Sweep `{sweep_dir}`: {len(jobs)} jobs, {done} completed, {len(jobs) - done} failed; "
+        f"Sweep `{sweep_dir}`: {len(jobs)} jobs, {done} completed, {ended}{len(jobs) - done - stopped} failed; "
         f"{groups} group{'s' * (groups != 1)} (jobs that differ only in `seed` are one group).",
         "",
     ]
@@ -233,7 +236,11 @@ def write_summary(sweep_dir: str | Path) -> list[Path]:
 
 
 class SummarizeSweep(Callback):
-    """Hydra callback: after the last job of a multirun, write the sweep summary next to the jobs."""
+    """Hydra callback: after the last job of a multirun, write the sweep summary next to the jobs; exit 1 when a
+    job did not complete, unless its status starts with one of `expected` (a search expects pruned trials)."""
+
+    def __init__(self, expected: Sequence[str] = ()) -> None:
+        self.expected = tuple(expected)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -243,6 +250,7 @@ class SummarizeSweep(Callback):
         paths = write_summary(sweep_dir)
         log.info("Sweep summary: %s", ", ".join(str(p) for p in paths))
         jobs = read_jobs(sweep_dir)
-        failed = [job for job in jobs if not job.completed]
+        expected = [job for job in jobs if self.expected and job.status.startswith(self.expected)]
+        failed = [job for job in jobs if not job.completed and job not in expected]
         if failed:  # the other jobs ran; the exit status still tells a script that something went wrong
             fail(f"{len(failed)} of {len(jobs)} sweep jobs did not complete (see {paths[1]})")

@@ -175,6 +175,8 @@ class DivergenceGuard(L.Callback):
             pl_module.retire(new)
             if pl_module.alive.any():
                 return
+        else:
+            pl_module.diverged_at[0] = first_bad[0]  # metrics.json's member entry says so too
         k, step = (0, first_bad[0]) if N == 1 else min(new.items(), key=lambda item: item[1])
         what = self._what(k) if N == 1 else f"the last of {N} members: {self._what(k)}"
         kept = (

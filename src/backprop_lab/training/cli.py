@@ -20,7 +20,17 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from hydra.types import RunMode
 
 from backprop_lab import paths  # noqa: F401  (registers the resolvers conf/ uses)
-from backprop_lab.errors import ConfigError, DataError, Interrupted, TrainingStopped, fail, one_line, print_error
+from backprop_lab.errors import (
+    ConfigError,
+    DataError,
+    Interrupted,
+    Pruned,
+    TrainingStopped,
+    fail,
+    one_line,
+    print_error,
+    unwritable,
+)
 from backprop_lab.paths import write_metrics
 
 log = logging.getLogger("backprop_lab")
@@ -53,9 +63,12 @@ def _record_failure(cfg: Any, message: str) -> None:
     except Exception:  # no Hydra run folder (e.g. called from a test without one)
         return
     path = out / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.exists() else {}
-    metrics["status"] = f"failed: {message}"
-    write_metrics(out, metrics)
+    try:
+        metrics = json.loads(path.read_text()) if path.exists() else {}
+        metrics["status"] = f"failed: {message}"
+        write_metrics(out, metrics)
+    except (OSError, ValueError) as e:  # a folder that cannot be written: the log and the console keep it
+        log.error("could not record the failure in %s: %s", path, one_line(e))
 
 
 def _log_to_files(message: str) -> None:
@@ -71,10 +84,13 @@ def run(task: Callable[[Any], dict], cfg: Any) -> dict:
     try:
         return task(cfg)
     except Exception as e:
-        known = isinstance(e, KNOWN)
-        message = (one_line(e) or type(e).__name__) if known else f"{type(e).__name__}: {one_line(e)}"
+        known = isinstance(e, KNOWN) or unwritable(e) is not None
+        message = unwritable(e) or (one_line(e) or type(e).__name__ if known else f"{type(e).__name__}: {one_line(e)}")
         if not isinstance(e, TrainingStopped):  # train() has written its own status
             _record_failure(cfg, message)
+        if is_multirun() and isinstance(e, Pruned):  # a search's pruner stopped it: an outcome, not an error
+            log.info("%s", message)
+            return {}
         if is_multirun() and not isinstance(e, Interrupted):  # record it and let the other jobs run
             log.error("job failed: %s", message)
             print_error(message)
@@ -94,6 +110,10 @@ def hydra_entry(main: Callable[[], Any]) -> None:
         if verbose():
             raise
         fail(_hydra_message(e))
+    except OSError as e:  # Hydra creates the run or sweep folder, and its log file, before the task runs
+        if verbose() or unwritable(e) is None:
+            raise
+        fail(unwritable(e))
 
 
 def _hydra_message(e: Exception) -> str:

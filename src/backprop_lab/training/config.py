@@ -92,6 +92,9 @@ def check(cfg: DictConfig) -> None:
     clip = cfg.trainer.get("gradient_clip_val")
     if clip is not None and clip != 0:
         _positive_number(clip, "trainer.gradient_clip_val")
+    for key, group in (("logger", "logger=tensorboard|csv|mlflow|many"), ("callbacks", "callbacks=delta_norms")):
+        if key in cfg.trainer:
+            raise ConfigError(f"trainer.{key} is not read (choose them with the {key}= group: {group})")
     accelerator = cfg.trainer.get("accelerator")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(

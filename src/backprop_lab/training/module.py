@@ -73,7 +73,7 @@ class LitMLP(L.LightningModule):
         costs.check(cost, output)
         if isinstance(population, bool) or not isinstance(population, int) or population < 1:
             raise ValueError(f"population must be a whole number >= 1, got {population!r}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get train.py's user-facing hparams instead
         self.automatic_optimization = False  # see the module docstring
         self.net = build_net(model, sizes, activation, output, init, population, seed)
         N = self.members = population

@@ -19,14 +19,15 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from backprop_lab import provenance
 from backprop_lab.errors import ConfigError, Interrupted, TrainingStopped
 from backprop_lab.inspection.tensorboard import LayerGradients, MemberCurves, Pictures
 from backprop_lab.paths import remove_partial_writes, write_metrics
-from backprop_lab.training import config, members
+from backprop_lab.training import config, members, search
+from backprop_lab.training import loggers as run_log
 from backprop_lab.training.callbacks import DivergenceGuard, EpochHistory, GracefulInterrupt
 from backprop_lab.training.checkpoints import AtomicCheckpointIO, check_resume, load_checkpoint
 from backprop_lab.training.cli import is_multirun
@@ -92,10 +93,12 @@ def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoin
     ]
     if cfg.population > 1:
         callbacks.append(MemberCurves(str(out), [cfg.seed + k for k in range(cfg.population)]))
-    logger = TensorBoardLogger(save_dir=out, name="", version="", default_hp_metric=False)
+    callbacks.extend(search.callbacks(cfg))  # a search's trial: report each epoch, stop when pruned
+    callbacks.extend(run_log.instantiate_group("callbacks", cfg.get("callbacks")))
+    loggers = run_log.instantiate_group("logger", cfg.get("logger"))
     trainer_kwargs: dict[str, Any] = {
         "default_root_dir": str(out),
-        "logger": logger,
+        "logger": loggers or False,
         "callbacks": callbacks,
         "plugins": [AtomicCheckpointIO()],
     }
@@ -118,22 +121,28 @@ def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoin
     return trainer, checkpoint, history, interrupt
 
 
+# What a user sets, by group, as HPARAMS shows them; internals (data/batches_per_block, data/device, ...) stay out.
+HPARAMS = {
+    "model": ("kind", "hidden", "output", "init"),
+    "data": ("batch_size", "train_size", "val_size", "test_size", "limit_train"),
+    "trainer": ("max_epochs", "precision", "gradient_clip_val"),
+}
+
+
 def hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The hyperparameters shown in TensorBoard's HPARAMS tab, flattened to `group/key`."""
-    keep = ("model", "optimizer", "scheduler", "data", "activation", "loss", "seed", "trainer")
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if not k.startswith("_") and k not in ("data_dir", "search_dirs"):
-                    walk(f"{prefix}/{k}" if prefix else k, v)
-        else:
-            flat[prefix] = node if isinstance(node, (int, float, str, bool)) else str(node)
-
+    """The user-facing hyperparameters, flattened to `group/key` for TensorBoard's HPARAMS tab and the
+    other loggers: the model's shape, the optimizer and scheduler (class and values), the data's name,
+    batch size and sizes, the cost, activation, seed, population and epochs."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    walk("", {k: c[k] for k in keep if k in c})
-    return flat
+    flat: dict[str, Any] = {k: c.get(k) for k in ("activation", "loss", "seed", "population")}
+    for group, keys in HPARAMS.items():
+        flat.update({f"{group}/{k}": c[group][k] for k in keys if k in (c.get(group) or {})})
+    flat["data/name"] = str(c["data"]["_target_"]).rsplit(".", 1)[-1].removesuffix("DataModule")
+    for group in ("optimizer", "scheduler"):
+        node = c.get(group) or {}
+        flat[f"{group}/name"] = str(node.get("_target_", "none")).rsplit(".", 1)[-1]
+        flat.update({f"{group}/{k}": v for k, v in node.items() if not k.startswith("_") and k != "interval"})
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items() if v is not None}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -159,44 +168,42 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer, checkpoint, history, interrupt = build_trainer(cfg, out)
 
     metrics: dict[str, Any] = {"status": "running", "data_source": datamodule.source, "data_sizes": datamodule.sizes}
-    t0 = time.perf_counter()
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except (TrainingStopped, SIGTERMException) as e:
-        stop = e if isinstance(e, TrainingStopped) else _interrupted(interrupt)
-        metrics.update(status=stop.status, error=str(stop), stopped_at_step=stop.step, epochs=trainer.current_epoch)
+    metrics["provenance"] = provenance.collect(datamodule.source, datamodule.files, trainer.strategy.root_device)
+    with run_log.recorded(trainer, hparams(cfg), metrics):  # in HPARAMS with its final values, whatever its end
+        t0 = time.perf_counter()
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except (TrainingStopped, SIGTERMException) as e:
+            stop = e if isinstance(e, TrainingStopped) else _interrupted(interrupt)
+            metrics.update(status=stop.status, error=str(stop), stopped_at_step=stop.step, epochs=trainer.current_epoch)
+            metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
+            metrics["history"] = history.history
+            metrics.update(members.report(module.member_values, cfg.seed, module.diverged_at))
+            reached = [m["val/acc_best"] for m in metrics["members"] if m.get("val/acc_best") is not None]
+            if metrics.get("val/acc_best") is None and reached:  # none completed: the best they reached, for sweeps
+                metrics["val/acc_best"] = round(sum(reached) / len(reached), 6)
+            if trainer.is_global_zero:
+                write_metrics(out, metrics)
+            raise stop from None
         metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
-        metrics["history"] = history.history
+        metrics["epochs"] = trainer.current_epoch
+        metrics.update(_scalars(trainer, ("val/acc", "val/loss")))
+        metrics["history"] = copy.deepcopy(history.history)  # testing the best checkpoint restores its older copy
+        if cfg.get("test", True):
+            best = checkpoint.best_model_path or None
+            if cfg.population > 1:  # each member at its own best epoch, as a run of it alone would test it
+                module.use_best_weights()
+                trainer.test(module, datamodule=datamodule, verbose=False)
+            else:
+                trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            metrics["best_ckpt"] = best
+            metrics.update(_scalars(trainer, ("ensemble/test_acc",)))
         metrics.update(members.report(module.member_values, cfg.seed, module.diverged_at))
+        if metrics["status"] == "running":
+            metrics["status"] = "completed"
         if trainer.is_global_zero:
             write_metrics(out, metrics)
-        raise stop from None
-    metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
-    metrics["epochs"] = trainer.current_epoch
-    metrics.update(_scalars(trainer, ("val/acc", "val/loss")))
-    metrics["history"] = copy.deepcopy(history.history)  # testing the best checkpoint restores its older copy
-    if cfg.get("test", True):
-        best = checkpoint.best_model_path or None
-        if cfg.population > 1:  # each member at its own best epoch, as a run of it alone would test it
-            module.use_best_weights()
-            trainer.test(module, datamodule=datamodule, verbose=False)
-        else:
-            trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-        metrics["best_ckpt"] = best
-        metrics.update(_scalars(trainer, ("ensemble/test_acc",)))
-    metrics.update(members.report(module.member_values, cfg.seed, module.diverged_at))
-    if metrics["status"] == "running":
-        metrics["status"] = "completed"
     if trainer.is_global_zero:
-        write_metrics(out, metrics)
-        if isinstance(trainer.logger, TensorBoardLogger):
-            final = {
-                f"hp/{k.replace('/', '_')}": v
-                for k, v in metrics.items()
-                if k in ("test/acc", "test/loss", "val/acc_best")
-            }
-            trainer.logger.log_hyperparams(hparams(cfg), final or {"hp/val_acc_best": float("nan")})
-            trainer.logger.finalize("success")
         log.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if k not in ("data_sizes", "history")}))
     return metrics
 
