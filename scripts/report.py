@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder for results.md and the figures")
     parser.add_argument("--runs", help="folder for the training runs (default: outputs/report/<mode>-<data>)")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs whose config is unchanged")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="runs trained at once, one core each (default: all)"
+    )
     readme = parser.add_mutually_exclusive_group()
     readme.add_argument(
         "--readme",
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             args.reuse,
             echo=lambda s: print(s, flush=True),
             readme=args.readme,
+            workers=max(1, args.workers),
         )
     except ConfigError as e:
         fail(str(e))

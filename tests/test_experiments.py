@@ -129,7 +129,9 @@ def tiny_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     before = (ROOT / "README.md").read_bytes()
     (root / "README.md").write_bytes(before)
-    md = build("tiny", "mnist_subset", root / "docs", root / "runs", echo=lambda s: None, readme=root / "README.md")
+    md = build(
+        "tiny", "mnist_subset", root / "docs", root / "runs", echo=lambda s: None, readme=root / "README.md", workers=2
+    )
     return SimpleNamespace(root=root, md=md, readme=root / "README.md", before=before)
 
 
@@ -173,7 +175,7 @@ def test_report_replaces_only_the_readme_results_region(tiny_report):
     region = after[start : len(after) - len(before) + end].decode()
     assert region != before[start:end].decode() and region.startswith("\n") and region.endswith("\n")
     assert "| Claim | Ours | Published | Command | Verdict |" in region and re.search(
-        r"\(tiny mode, \d+ runs\)", region
+        r"\(tiny mode, \d+ runs, 2 at a time\)", region
     )
     assert "| 95.42% | `python train.py experiment=nielsen_ch1 data=mnist_subset" in region
     assert "momentum speeds up learning" in region and "plain SGD at the same lr 0.05" in region

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
@@ -71,9 +70,3 @@ class DeltaNormsPerEpoch(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.measure(trainer, pl_module)
-
-
-def tracking_trainer(**kwargs: Any) -> L.Trainer:
-    """A Lightning Trainer with DeltaNormsPerEpoch added:
-    `trainer._target_=backprop_lab.inspection.delta_norms.tracking_trainer`."""
-    return L.Trainer(**{**kwargs, "callbacks": [*kwargs.get("callbacks", []), DeltaNormsPerEpoch()]})

@@ -271,11 +271,12 @@ def ratio_verdict(g: dict, depths: tuple[int, ...]) -> str:
 def provenance(res: dict) -> str:
     """The command, mode, time and data of the report."""
     plan, d = res["plan"], res["data"]
-    flag = {"quick": "--quick ", "tiny": "--tiny "}.get(plan.mode, "")
+    flag = {"quick": "--quick ", "tiny": "--tiny "}.get(plan.mode, "") + f"--workers {res.get('workers', 1)} "
     reused = f", reusing {res['reused']} finished runs" if res["reused"] else ""
     return (
         f"`python scripts/report.py {flag}--data {d['name']}{' --reuse' if reused else ''}` ({plan.mode} mode, "
-        f"{res['n_runs']} runs) in {res['seconds'] / 60:.1f} min{reused} (training time of all runs: "
+        f"{res['n_runs']} runs, {res.get('workers', 1)} at a time) in {res['seconds'] / 60:.1f} min{reused} "
+        "(training time of all runs: "
         f"{res['train_seconds'] / 60:.1f} min) on {d['source']} (train/val/test "
         f"{d['sizes']['train']}/{d['sizes']['val']}/{d['sizes']['test']})"
     )

@@ -11,18 +11,23 @@ on the embedded digits), `full` (the schedules of conf/experiment/, the book's f
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
+import multiprocessing
 import shutil
 import time
+import warnings
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra.utils
 import lightning as L
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -49,7 +54,6 @@ EXPERIMENTS = (
     "exploding_gradients",
 )
 BOOK_LAMBDA = 5.0  # NNDL ch. 3's L2 parameter; weight_decay = lambda / n_train (see nielsen_ch3.yaml)
-TRACKING = "trainer._target_=backprop_lab.inspection.delta_norms.tracking_trainer"  # adds DeltaNormsPerEpoch
 QUIET = (
     "trainer.accelerator=cpu",
     "trainer.enable_progress_bar=false",
@@ -129,8 +133,10 @@ class Runner:
     """Trains runs into `runs_dir/<experiment>/<variant>` and keeps their metrics; `reuse` skips runs
     whose folder already holds results for the identical config (to redraw without retraining)."""
 
-    def __init__(self, plan: Plan, runs_dir: Path, reuse: bool = False, echo: Callable[[str], None] = log.info) -> None:
-        self.plan, self.runs_dir, self.reuse, self.echo = plan, Path(runs_dir), reuse, echo
+    def __init__(
+        self, plan: Plan, runs_dir: Path, reuse: bool = False, echo: Callable[[str], None] = log.info, workers: int = 1
+    ) -> None:
+        self.plan, self.runs_dir, self.reuse, self.echo, self.workers = plan, Path(runs_dir), reuse, echo, workers
         self._data: dict[str, Any] = {}
         self.reused, self.runs, self.train_seconds = 0, 0, 0.0
 
@@ -170,37 +176,49 @@ class Runner:
         saved.write_text(OmegaConf.to_yaml(cfg))
         return None
 
-    def run(self, name: str, variant: list[str] = ()) -> dict[str, Any]:
-        """train(cfg) for one variant; a diverged run returns the metrics.json it left (status, history)."""
-        run_dir = self.runs_dir / name / (",".join(v for v in variant if v != TRACKING) or "run")
-        cfg = self.cfg(name, list(variant), run_dir)
-        if (stored := self._fresh(cfg, run_dir, "metrics.json")) is None:
-            t0 = time.perf_counter()
-            stored = _train(cfg, run_dir)
-            self.echo(
-                f"{run_dir.relative_to(self.runs_dir)}: {status(stored)}, val/acc_best "
-                f"{stored.get('val/acc_best', float('nan')):.4f} ({time.perf_counter() - t0:.0f} s)"
-            )
-        else:
-            self.reused += 1
-        stored["history"] = full_history(run_dir, stored)
-        self.runs += 1
-        self.train_seconds += stored.get("train_seconds", 0)
-        return {
-            **stored,
-            "variant": " ".join(variant),
-            "run_dir": str(run_dir),
-            "lr": float(cfg.optimizer.lr),
-            "momentum": float(cfg.optimizer.get("momentum") or 0.0),
-        }
+    def run_all(self, planned: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
+        """train(cfg) for each (experiment, variant), `workers` runs at a time in processes of their own (one
+        torch thread each), each into runs_dir/<experiment>/<variant>; their metrics, in the order given. A
+        diverged run gives the metrics.json it left (status, history)."""
+        jobs = []
+        for name, variant in planned:
+            run_dir = self.runs_dir / name / (",".join(variant) or "run")
+            cfg = self.cfg(name, list(variant), run_dir)
+            jobs.append((name, variant, run_dir, cfg, self._fresh(cfg, run_dir, "metrics.json")))
+        todo = [k for k, job in enumerate(jobs) if job[-1] is None]
+        self.reused += len(jobs) - len(todo)
+        stored = {k: job[-1] for k, job in enumerate(jobs) if job[-1] is not None}
+        with contextlib.ExitStack() as stack:
+            if self.workers > 1 and len(todo) > 1:
+                context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
+                pool = stack.enter_context(ProcessPoolExecutor(self.workers, context, initializer=quiet_worker))
+                futures = {pool.submit(_train, jobs[k][3], jobs[k][2]): k for k in todo}
+                finished = ((futures[f], f.result()) for f in as_completed(futures))
+            else:
+                finished = ((k, _train(jobs[k][3], jobs[k][2])) for k in todo)
+            for k, (metrics, seconds) in finished:
+                stored[k] = metrics
+                self.echo(
+                    f"{jobs[k][2].relative_to(self.runs_dir)}: {status(metrics)}, val/acc_best "
+                    f"{metrics.get('val/acc_best', float('nan')):.4f} ({seconds:.0f} s)"
+                )
+        out = []
+        for k, (_, variant, run_dir, cfg, _) in enumerate(jobs):
+            m = stored[k]
+            m["history"] = full_history(run_dir, m)
+            self.train_seconds += m.get("train_seconds", 0)
+            lr, momentum = float(cfg.optimizer.lr), float(cfg.optimizer.get("momentum") or 0.0)
+            out.append({**m, "variant": " ".join(variant), "run_dir": str(run_dir), "lr": lr, "momentum": momentum})
+        self.runs += len(out)
+        return out
 
-    def tracked(self, name: str, variant: list[str], seeds: int) -> dict[str, Any]:
-        """A run whose trainer measures the delta norms of the first 1,000 training images at init and after
-        every epoch (`delta_norms`), plus those of `seeds` fresh networks (`at_init`)."""
-        m = self.run(name, [TRACKING, *variant])
+    def tracked(self, m: dict[str, Any], name: str, seeds: int) -> dict[str, Any]:
+        """A finished run of an experiment with callbacks=delta_norms (which measured the delta norms of the
+        first 1,000 training images at init and after every epoch: `delta_norms`), plus those of `seeds` fresh
+        networks (`at_init`)."""
         m["delta_norms"] = json.loads((Path(m["run_dir"]) / "delta_norms.json").read_text())["delta_norms"]
-        cfg = self.cfg(name, list(variant), self.runs_dir / "unused")
-        return {**m, "at_init": at_init(cfg, *first_images(self.datamodule(cfg)), seeds), "variant": " ".join(variant)}
+        cfg = self.cfg(name, m["variant"].split(), self.runs_dir / "unused")
+        return {**m, "at_init": at_init(cfg, *first_images(self.datamodule(cfg)), seeds)}
 
 
 def full_history(run_dir: Path, metrics: dict[str, Any]) -> dict[str, list]:
@@ -217,11 +235,24 @@ def full_history(run_dir: Path, metrics: dict[str, Any]) -> dict[str, list]:
     return {"epoch": list(range(1, len(full.get("val/acc", [])) + 1)), **full}
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Any], float]:
+    """train(cfg), and the seconds it took; a diverged run's metrics.json (an interrupt propagates)."""
+    t0 = time.perf_counter()
     try:
-        return train(cfg)
-    except Diverged:  # train() wrote the status, the error and the history so far (an interrupt propagates)
-        return json.loads((run_dir / "metrics.json").read_text())
+        metrics = train(cfg)
+    except Diverged:  # train() wrote the status, the error and the history so far
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    return metrics, time.perf_counter() - t0
+
+
+def quiet_worker() -> None:
+    """A report worker process: one torch thread (the runs are too small to share cores), and none of
+    Lightning's per-run hints."""
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", message="Encountered `nan`")  # a diverged run's metrics: reported as such
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "tensorboard", "backprop_lab"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def collect(runner: Runner) -> dict[str, Any]:
@@ -230,25 +261,34 @@ def collect(runner: Runner) -> dict[str, Any]:
     cfg = r.cfg("nielsen_ch1", [], r.runs_dir / "unused")
     dm = r.datamodule(cfg)
     res: dict[str, Any] = {"data": {"source": dm.source, "sizes": dm.sizes, "name": r.plan.data}}
-    for name in ("nielsen_ch1", "nielsen_ch3"):
-        res[name] = r.run(name)
-    for name in ("mse_vs_cross_entropy", "optimizers", "activations", "exploding_gradients"):
-        res[name] = [r.run(name, v) for v in sweep_variants(name)]
-    res["optimizers"].append(r.run("optimizers", control := equal_step_control(r)))
     n = r.datamodule(r.cfg("batch_size", [], r.runs_dir / "unused")).sizes["train"]
     sizes = [v for v in sweep_variants("batch_size") if int(v[0].split("=")[1]) <= n]  # larger: config error
-    res["batch_size"] = [r.run("batch_size", v) for v in sizes]
-    res["batch_size_skipped"] = [v[0] for v in sweep_variants("batch_size") if v not in sizes]
+    control = equal_step_control(r)
+    planned = {  # every run, by result key: trained together, `workers` at a time
+        "nielsen_ch1": [("nielsen_ch1", [])],
+        "nielsen_ch3": [("nielsen_ch3", [])],
+        **{
+            name: [(name, v) for v in sweep_variants(name)]
+            for name in ("mse_vs_cross_entropy", "exploding_gradients", "vanishing_gradients", "activations")
+        },
+        "optimizers": [("optimizers", v) for v in [*sweep_variants("optimizers"), control]],
+        "batch_size": [("batch_size", v) for v in sizes],
+    }
+    done = iter(r.run_all([run for runs in planned.values() for run in runs]))
+    res.update({key: [next(done) for _ in runs] for key, runs in planned.items()})
+    for name in ("nielsen_ch1", "nielsen_ch3"):
+        res[name] = res[name][0]
     res["vanishing_gradients"] = [
-        r.tracked("vanishing_gradients", v, r.plan.init_seeds) for v in sweep_variants("vanishing_gradients")
+        r.tracked(m, "vanishing_gradients", r.plan.init_seeds) for m in res["vanishing_gradients"]
     ]
+    res["batch_size_skipped"] = [v[0] for v in sweep_variants("batch_size") if v not in sizes]
     explode = r.cfg("exploding_gradients", [], r.runs_dir / "unused")
     res["exploding_at_init"] = at_init(explode, *first_images(r.datamodule(explode)))[0]
     res["commands"] = {name: r.command(name, sweep=sweep_variants(name) != [[]]) for name in EXPERIMENTS}
-    res["commands"]["vanishing_gradients"] += " " + TRACKING
     res["commands"]["optimizers"] += "\n" + r.command("optimizers", variant=control)
     res["seed"], res["n_images"] = cfg.seed, len(first_images(dm)[0])
     res["reused"], res["n_runs"], res["train_seconds"] = r.reused, r.runs, r.train_seconds
+    res["workers"] = r.workers
     return res
 
 
@@ -267,6 +307,7 @@ def build(
     reuse: bool = False,
     echo: Callable[[str], None] = log.info,
     readme: str | Path | None = None,
+    workers: int = 1,
 ) -> Path:
     """Run the report's experiments and write `out/results.md` and its figures, and the summary between the
     results markers of `readme` when given (checked before any training); returns the markdown path."""
@@ -274,7 +315,7 @@ def build(
         check_readme(readme)
     plan = make_plan(mode, data)
     runs = Path(runs_dir) if runs_dir else PROJECT_ROOT / "outputs" / "report" / f"{mode}-{data}"
-    runner = Runner(plan, runs, reuse, echo)
+    runner = Runner(plan, runs, reuse, echo, workers)
     t0 = time.perf_counter()
     res = collect(runner)
     res["seconds"] = time.perf_counter() - t0
