@@ -5,7 +5,7 @@
 
 Trains every experiment in conf/experiment/ (runs in outputs/report/<mode>-<data>/), then writes
 one PNG per claim and results.md into --out (default: docs/ for the full report on the embedded
-digits, docs/<data>/ for other data, docs/quick/ for --quick). --quick: few epochs, a few minutes.
+digits, docs/<data>/ for other data, docs/<mode>/ for --quick and --tiny). --quick: few epochs, a few minutes.
 --tiny: 200 images and 1 epoch (for tests). --reuse: keep runs whose config is unchanged.
 --readme PATH: also replace the text between PATH's `<!-- results:begin -->` and `<!-- results:end -->`
 lines with the results summary (default: README.md for the full report on the embedded digits into
