@@ -1,4 +1,5 @@
-"""Sweeps end to end through `python train.py -m` in a subprocess: the README's sweep (every job runs, each
+"""Sweeps end to end through train.py's entry with `-m` (run in this process, as `python train.py -m` runs it;
+the joblib launcher's jobs in processes of their own): the README's sweep (every job runs, each
 in its own folder, and the summary has one row per group and a column per swept key), seeds pooled into
 mean ± std under the joblib launcher, a population's members read as seeds, and a failing job summarised.
 
@@ -16,13 +17,13 @@ import pytest
 
 from backprop_lab.reporting.jobs import STAT_COLUMNS, summarize
 from backprop_lab.reporting.sweeps import group_curve
-from conftest import ROOT, TINY, run_script
+from conftest import ROOT, TINY, run_in_process
 
 README_SWEEP = "optimizer=sgd,momentum,adam activation=sigmoid,relu,tanh loss=mse,cross_entropy data.batch_size=10,100"
 QUICK = ["test=false", "+trainer.limit_train_batches=2"]  # what the README sweep's checks do not need
 
 
-def run_sweep(sweep_dir: Path, *overrides: str, extra: tuple[str, ...] = (), timeout: int = 300):
+def run_sweep(sweep_dir: Path, *overrides: str, extra: tuple[str, ...] = ()):
     """`train.py -m overrides` on tiny data, quiet; `extra` settings, like TINY's, stay out of the folder names."""
     tiny = [o for o in TINY if not o.startswith("trainer.enable")] + [
         "data.train_size=200",
@@ -30,14 +31,13 @@ def run_sweep(sweep_dir: Path, *overrides: str, extra: tuple[str, ...] = (), tim
         *extra,
     ]
     excluded = ",".join(o.split("=")[0].lstrip("+") for o in tiny)
-    return run_script(
+    return run_in_process(
         "train.py",
         "-m",
         *overrides,
         *tiny,
         f"hydra.sweep.dir={sweep_dir}",
         f"hydra.job.config.override_dirname.exclude_keys=[{excluded},ckpt_path]",
-        timeout=timeout,
     )
 
 
@@ -53,7 +53,7 @@ def test_the_readme_names_this_sweep():
 
 @pytest.mark.slow
 def test_readme_sweep_runs_and_is_summarised(tmp_path):
-    result = run_sweep(tmp_path, *README_SWEEP.split(), extra=tuple(QUICK), timeout=600)
+    result = run_sweep(tmp_path, *README_SWEEP.split(), extra=tuple(QUICK))
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p.parent for p in tmp_path.rglob("metrics.json"))
     assert len(jobs) == 3 * 3 * 2 * 2
