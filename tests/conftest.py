@@ -43,6 +43,10 @@ TINY = [
 ]
 
 
+# TINY for a run whose output nobody watches: no progress bar, no model summary, no pictures.
+QUIET = [o for o in TINY if not o.startswith("trainer.enable")] + ["log.pictures_every_n_epochs=0"]
+
+
 def compose_cfg(tmp_path: Path, *overrides: str, config_name: str = "train") -> DictConfig:
     """Compose conf/<config_name>.yaml with TINY defaults, writing into tmp_path."""
     return compose(

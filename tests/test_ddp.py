@@ -8,9 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY, run_in_process, run_script
-
-QUIET = [o for o in TINY if not o.startswith("trainer.enable")] + ["log.pictures_every_n_epochs=0"]
+from conftest import QUIET, run_in_process, run_script
 
 
 @pytest.mark.slow

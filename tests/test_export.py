@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -17,7 +18,6 @@ from backprop_lab.training.export import default_out, export, probabilities
 from backprop_lab.training.train import train
 from conftest import ROOT, compose_cfg
 
-ort = pytest.importorskip("onnxruntime")
 N = 3  # the population's members
 
 

@@ -68,7 +68,7 @@ def private_accesses(source: str, own: set[str]) -> list[str]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             for module in modules:
-                if any(part.startswith("_") and not part.startswith("__") for part in module.split(".")):
+                if any(private(part) for part in module.split(".")):
                     found.append(f"{node.lineno}: import {module}")
             if isinstance(node, ast.ImportFrom):
                 found += [f"{node.lineno}: import {a.name}" for a in node.names if private(a.name)]
@@ -90,8 +90,8 @@ def test_the_private_access_check_finds_what_it_must():
 
 
 def test_the_package_and_scripts_use_only_public_framework_apis():
-    files = _sources(PACKAGE, ROOT / "scripts") + [ROOT / "train.py"]
-    own = _own_names([ast.parse(p.read_text()) for p in files])
+    files = _sources(PACKAGE, ROOT / "src" / "hydra_plugins", ROOT / "scripts") + [ROOT / "train.py"]
+    own = _own_names([ast.parse(p.read_text()) for p in files]) | {p.stem for p in files}  # and its own modules
     found = {str(p.relative_to(ROOT)): hits for p in files if (hits := private_accesses(p.read_text(), own))}
     assert found == {}
 

@@ -13,9 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from backprop_lab.errors import ConfigError
 from backprop_lab.training.train import hparams, train
-from conftest import TINY, run_in_process
+from conftest import QUIET, run_in_process
 
-QUIET = [o for o in TINY if not o.startswith("trainer.enable")] + ["log.pictures_every_n_epochs=0"]
 DIVERGING = ["trainer.max_epochs=3", "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=10000"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import math
 import os
 import select
 import signal
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from backprop_lab.training.checkpoints import load_checkpoint
 from conftest import ROOT, TINY, run_in_process, run_script
@@ -295,6 +297,11 @@ def test_interrupted_run_resumes_to_exactly_the_same_result(tmp_path, forks, uni
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == step
     assert f"ckpt_path={last}" in line
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")  # in HPARAMS though stopped
+    hp_test = events.Scalars("hp/test_acc")[-1]
+    assert hp_test.step == step and math.isnan(hp_test.value) and events.Scalars("hp/diverged")[-1].value == 0.0
 
     resumed = run_in_process("train.py", *SAME_STEPS, f"ckpt_path={last}")  # lands in the same folder
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -99,7 +99,11 @@ def test_a_trial_left_running_by_a_killed_search_is_marked_and_run_again(tmp_pat
 def test_a_pruned_trial_ends_pruned_with_a_float_and_the_summary_says_so(tmp_path):
     # A threshold no accuracy reaches: every trial is pruned at its first epoch.
     result = search(
-        tmp_path, "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=2.0", "hydra.sweeper.n_trials=1"
+        tmp_path,
+        "hydra/sweeper/pruner=threshold",
+        "hydra.sweeper.pruner.lower=2.0",
+        "hydra.sweeper.n_trials=1",
+        "trainer.max_epochs=3",
     )
     assert result.returncode == 0, result.stderr[-3000:]  # pruning is what a search does, not a failure
     (trial,) = study_in(tmp_path).trials
@@ -108,6 +112,7 @@ def test_a_pruned_trial_ends_pruned_with_a_float_and_the_summary_says_so(tmp_pat
     metrics = json.loads((tmp_path / "trial_0" / "metrics.json").read_text())
     assert metrics["status"] == "pruned" and metrics["error"].startswith("trial 0 pruned after epoch 1: val/acc_best=")
     assert metrics["val/acc_best"] == pytest.approx(trial.value)
+    assert metrics["epochs"] == 0 and list(trial.intermediate_values) == [1]  # stopped in epoch 1 of 3
     summary = (tmp_path / "summary.md").read_text()
     assert (
         "- `trial_0`: pruned" in summary
@@ -157,7 +162,7 @@ def test_the_entry_returns_a_float_for_every_end_of_a_run(tmp_path):
         (tmp_path / "metrics.json").unlink(missing_ok=True)
         if written is not None:
             (tmp_path / "metrics.json").write_text(json.dumps(written))
-        return objective(metrics or {}, cfg)
+        return objective(metrics or {}, cfg.optimized_metric, tmp_path)
 
     assert value_of(None, {"val/acc_best": 0.5}) == 0.5
     assert value_of({"status": "diverged", "val/acc_best": 0.25}) == 0.25  # its best before it diverged

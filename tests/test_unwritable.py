@@ -11,9 +11,7 @@ import pytest
 
 from backprop_lab.errors import unwritable
 from backprop_lab.reporting.jobs import summarize
-from conftest import TINY, run_in_process
-
-QUIET = [o for o in TINY if not o.startswith("trainer.enable")] + ["log.pictures_every_n_epochs=0"]
+from conftest import QUIET, run_in_process
 
 
 def one_error_line(result) -> str:
@@ -36,6 +34,14 @@ def test_a_run_folder_that_cannot_be_created_is_one_line(tmp_path):
     line = one_error_line(result)
     assert f"cannot write {tmp_path / 'file' / 'run'}" in line and "hydra.run.dir=PATH" in line
     assert (tmp_path / "file").read_text() == "in the way"
+
+
+def test_a_log_file_that_cannot_be_opened_is_one_line(tmp_path):
+    """Hydra opens <run>/train.log before the task runs; its failure arrives wrapped in a ValueError."""
+    (tmp_path / "train.log").mkdir()
+    result = run_in_process("train.py", *QUIET, f"hydra.run.dir={tmp_path}")
+    line = one_error_line(result)
+    assert f"cannot write {tmp_path / 'train.log'}: Is a directory" in line and "hydra.run.dir=PATH" in line
 
 
 def test_a_run_that_cannot_write_its_checkpoints_is_one_line_and_recorded(tmp_path):

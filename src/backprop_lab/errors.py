@@ -28,12 +28,17 @@ def fail(message: object, code: int = 1) -> NoReturn:
 
 
 # What writing into a folder that cannot take it raises: full disk, read-only or missing mount, a file in the way.
-WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
+WRITE_ERRNOS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST
+}  # fmt: skip
 
 
-def unwritable(e: BaseException) -> str | None:
-    """The one-line message for an output file or folder that cannot be written, else None."""
-    if not isinstance(e, OSError) or e.errno not in WRITE_ERRNOS:
+def unwritable(e: BaseException | None) -> str | None:
+    """The one-line message for an output file or folder that cannot be written, else None. The OSError may
+    be the cause of another error (Hydra's log file set-up raises a ValueError from it)."""
+    while e is not None and not isinstance(e, OSError):
+        e = e.__cause__ or e.__context__
+    if e is None or e.errno not in WRITE_ERRNOS:
         return None
     where = f"{e.filename}" if e.filename else "the output folder"
     return (

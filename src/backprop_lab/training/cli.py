@@ -109,14 +109,15 @@ def hydra_entry(main: Callable[[], Any]) -> None:
     except (MissingConfigException, OverrideParseException, ConfigCompositionException) as e:
         if verbose():
             raise
-        fail(_hydra_message(e))
-    except OSError as e:  # Hydra creates the run or sweep folder, and its log file, before the task runs
+        fail(hydra_message(e))
+    except (OSError, ValueError) as e:  # Hydra creates the run or sweep folder, and its log file, before the task
         if verbose() or unwritable(e) is None:
             raise
         fail(unwritable(e))
 
 
-def _hydra_message(e: Exception) -> str:
+def hydra_message(e: Exception) -> str:
+    """Hydra's composition errors in one line (a missing option: the options there are)."""
     if isinstance(e, MissingConfigException) and "/" in (e.missing_cfg_file or "") and e.options:
         group, option = e.missing_cfg_file.rsplit("/", 1)
         return f"{group}={option} is not an option ({group}= one of: {', '.join(sorted(e.options))})"

@@ -11,36 +11,35 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig
 
 from backprop_lab.errors import ConfigError, Pruned
 
 log = logging.getLogger("backprop_lab")
 
 
-def objective(metrics: dict[str, Any], cfg: DictConfig) -> float:
-    """The value of `cfg.optimized_metric`, as a float for a sweeper: from the run's metrics, or, for a run
-    that stopped early (diverged, pruned), from the metrics.json it wrote; NaN when there is none (a failed
-    run, whose metrics.json may hold an earlier run's values)."""
-    value = metrics.get(cfg.optimized_metric)
+def objective(metrics: dict[str, Any], metric: str, output_dir: str | Path) -> float:
+    """The value of `metric` (the config's optimized_metric), as a float for a sweeper: from the run's metrics,
+    or, for a run that stopped early (diverged, pruned), from the metrics.json it wrote into output_dir; NaN when
+    there is none (a failed run, whose metrics.json may hold an earlier run's values)."""
+    value = metrics.get(metric)
     if value is None:
         try:
-            written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+            written = json.loads((Path(output_dir) / "metrics.json").read_text())
             if not str(written.get("status", "failed")).startswith("failed"):
-                value = written.get(cfg.optimized_metric)
+                value = written.get(metric)
         except (OSError, ValueError, AttributeError):
             pass
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     return float(value) if number else math.nan
 
 
-def callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """[ReportToTrial] for a job of a search, else []."""
-    search = cfg.get("search")
+def callbacks(search: Mapping[str, Any] | None, metric: str) -> list[L.Callback]:
+    """[ReportToTrial] for a job of a search (the config's `search` node: storage, study, trial), else []."""
     if not search:
         return []
     missing = [k for k in ("storage", "study", "trial") if search.get(k) is None]
@@ -49,7 +48,7 @@ def callbacks(cfg: DictConfig) -> list[L.Callback]:
             f"search.{missing[0]} is not set: the search.* keys come from hparams_search=optuna's sweeper "
             "(python train.py -m hparams_search=optuna); drop them to train without a search"
         )
-    return [ReportToTrial(str(search.storage), str(search.study), int(search.trial), str(cfg.optimized_metric))]
+    return [ReportToTrial(str(search["storage"]), str(search["study"]), int(search["trial"]), metric)]
 
 
 class ReportToTrial(L.Callback):
@@ -76,8 +75,14 @@ class ReportToTrial(L.Callback):
         value = trainer.callback_metrics.get(self.metric)
         if trainer.is_global_zero and self.trial is not None and value is not None and epoch not in self.reported:
             self.reported.add(epoch)  # one value per epoch (validation may run more often)
-            self.trial.report(round(float(value), 6), epoch)  # as metrics.json rounds it
-            prune = self.trial.should_prune()
+            from optuna.exceptions import UpdateFinishedTrialError
+
+            try:
+                self.trial.report(round(float(value), 6), epoch)  # as metrics.json rounds it
+                prune = self.trial.should_prune()
+            except UpdateFinishedTrialError:  # the search was stopped, which ended the trial: train on, unreported
+                log.warning("trial %d was ended by its search; this run goes on without reporting", self.number)
+                self.trial = None
         if trainer.strategy.broadcast(prune):
             shown = f"{float(value):.4f}" if value is not None else "?"
             raise Pruned(

@@ -93,7 +93,9 @@ def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoin
     ]
     if cfg.population > 1:
         callbacks.append(MemberCurves(str(out), [cfg.seed + k for k in range(cfg.population)]))
-    callbacks.extend(search.callbacks(cfg))  # a search's trial: report each epoch, stop when pruned
+    callbacks.extend(
+        search.callbacks(cfg.get("search"), cfg.optimized_metric)
+    )  # a search's trial: report each epoch, stop when pruned
     callbacks.extend(run_log.instantiate_group("callbacks", cfg.get("callbacks")))
     loggers = run_log.instantiate_group("logger", cfg.get("logger"))
     trainer_kwargs: dict[str, Any] = {
@@ -213,7 +215,11 @@ def _interrupted(interrupt: GracefulInterrupt) -> Interrupted:
     overrides = []
     if HydraConfig.initialized():
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
-    command = " ".join(["python train.py", *overrides, f"ckpt_path={interrupt.ckpt_path}"])
+    program = Path(sys.argv[0]).name
+    program = "python train.py" if program in ("train.py", "") else program  # or the console script
+    command = " ".join([program, *overrides, f"ckpt_path={interrupt.ckpt_path}"])
+    if any(o.lstrip("+").startswith("search.") for o in overrides):  # a trial: its search runs it again
+        command = "the same -m hparams_search=optuna command, which runs this trial again"
     step = interrupt.saved_step if interrupt.saved_step is not None else -1
     return Interrupted(
         f"interrupted by {interrupt.signal_name} at step {step}: saved {interrupt.ckpt_path} (resume with: {command})",

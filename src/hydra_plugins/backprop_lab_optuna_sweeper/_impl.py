@@ -25,14 +25,16 @@ import optuna
 from hydra.core.override_parser.types import Transformer
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import MissingConfigException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from ._space import SearchError, Space, flatten, one_line, search_space
+from backprop_lab.errors import one_line, unwritable
+from backprop_lab.training.cli import hydra_message
+
+from ._space import SearchError, Space, flatten, search_space
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute of a trial a stopped search left running: run again, not counted
@@ -91,14 +93,6 @@ def requeue(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: Tri
                 write_metrics(folder, {**metrics, "status": INTERRUPTED})
         except (OSError, ValueError) as e:
             log.warning("could not mark %s as interrupted: %s", folder, one_line(e))
-
-
-def composition_error(e: Exception) -> str:
-    """Why a trial's overrides do not compose, in one line (a missing option: the options there are)."""
-    if isinstance(e, MissingConfigException) and e.options and "/" in (e.missing_cfg_file or ""):
-        group, option = e.missing_cfg_file.rsplit("/", 1)
-        return f"{group}={option} is not an option ({group}= one of: {', '.join(sorted(e.options))})"
-    return one_line(e)
 
 
 def job_dir(result: JobReturn) -> Path | None:
@@ -307,7 +301,7 @@ class OptunaSearch(Sweeper):
             try:  # a value that does not compose (a missing option, a wrong type) fails its trial, not the search
                 job = self.compose(overrides)
             except Exception as e:
-                status = f"failed: {composition_error(e)}"
+                status = f"failed: {hydra_message(e)}"
                 self._tell(study, trial, TrialState.FAIL, None, status, self._record(overrides, space, status))
                 continue
             with contextlib.suppress(Exception):  # where the job will write (resolved as Hydra resolves it)
@@ -318,6 +312,10 @@ class OptunaSearch(Sweeper):
             return []
         try:
             results = list(self.launcher.launch(jobs, initial_job_idx=trials[0].number))
+        except OSError as e:  # a job folder that cannot be written: these trials failed (counted), the search stops
+            for trial in trials:
+                self._tell(study, trial, TrialState.FAIL, None, f"failed: {unwritable(e) or one_line(e)}", None)
+            raise
         except BaseException:  # Ctrl-C, SIGTERM: the next run of the same command runs these again
             for trial in trials:
                 requeue(study, storage, trial)

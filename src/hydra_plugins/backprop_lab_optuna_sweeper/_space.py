@@ -13,6 +13,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from backprop_lab.errors import one_line
+
 
 class SearchError(ConfigCompositionException):
     """A search setting that cannot work; the message names it and the fix. (A ConfigCompositionException,
@@ -20,10 +22,6 @@ class SearchError(ConfigCompositionException):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
-
-
-def one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 @dataclass
