@@ -80,6 +80,39 @@ def test_a_stopped_search_resumes_with_the_same_command_and_runs_only_what_is_le
     assert f"best_value: {max(t.value for t in trials)}" in best
 
 
+def test_a_search_stopped_by_ctrl_c_resumes_with_the_identical_command(tmp_path, monkeypatch):
+    """Ctrl-C during trial 3 of a 6-trial search; the same command again runs trial 3's values again and what is
+    left, never the three that finished."""
+    import backprop_lab.training.train as training
+
+    real, started = training.train, []
+
+    def ctrl_c_in_the_fourth_trial(cfg):
+        started.append(cfg.search.trial)
+        if len(started) == 4:
+            raise KeyboardInterrupt
+        return real(cfg)
+
+    monkeypatch.setattr(training, "train", ctrl_c_in_the_fourth_trial)
+    with pytest.raises(KeyboardInterrupt):
+        search(tmp_path, "hydra.sweeper.n_trials=6")
+    monkeypatch.undo()
+    stopped = study_in(tmp_path).trials
+    assert [t.state for t in stopped] == [TrialState.COMPLETE] * 3 + [TrialState.FAIL, TrialState.WAITING]
+    assert stopped[3].user_attrs["interrupted"] is True
+    ran = {p.parent.name: p.stat().st_mtime_ns for p in tmp_path.glob("trial_*/metrics.json")}
+
+    again = search(tmp_path, "hydra.sweeper.n_trials=6")  # the identical command
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = study_in(tmp_path).trials
+    counted = [t for t in trials if not t.user_attrs.get("interrupted")]
+    assert len(counted) == 6 and all(t.state == TrialState.COMPLETE for t in counted)
+    rerun = next(t for t in counted if t.user_attrs.get("rerun_of") == 3)
+    assert rerun.params == stopped[3].params
+    finished = ("trial_0", "trial_1", "trial_2")  # they did not run again
+    assert {k: (tmp_path / k / "metrics.json").stat().st_mtime_ns for k in finished} == {k: ran[k] for k in finished}
+
+
 def test_a_trial_left_running_by_a_killed_search_is_marked_and_run_again(tmp_path):
     study = new_study(tmp_path)
     study.enqueue_trial({"activation": "relu"})
