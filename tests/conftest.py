@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import runpy
@@ -155,3 +156,57 @@ def run_in_process(script: str, *args: str) -> subprocess.CompletedProcess:
         HydraConfig.instance().cfg = None
         torch.use_deterministic_algorithms(deterministic)
     return subprocess.CompletedProcess([sys.executable, script, *args], code, out.getvalue(), err.getvalue())
+
+
+# Hand-made sweep folders for the sweep-summary tests (test_sweeps.py, test_sweep_callbacks.py).
+
+
+def make_job(sweep: Path, overrides: list[str], metrics: dict | str | None) -> Path:
+    """A job folder named like Hydra's override_dirname; `metrics` as dict, raw text, or None (no file)."""
+    job = sweep / ",".join(overrides)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if metrics is not None:
+        text = metrics if isinstance(metrics, str) else json.dumps(metrics)
+        (job / "metrics.json").write_text(text)
+    return job
+
+
+def completed(test_acc: float, val_best: float, curve: list[float] | None = None, **extra) -> dict:
+    curve = curve or [val_best - 0.1, val_best - 0.05, val_best]
+    return {
+        "status": "completed",
+        "test/acc": test_acc,
+        "test/loss": 0.3,
+        "val/acc_best": val_best,
+        "val/acc": curve[-1],
+        "epochs": len(curve),
+        "train_seconds": 12.34,
+        "data_source": "mnist-subset",
+        "data_sizes": {"train": 4000, "val": 500, "test": 500},
+        "history": {
+            "epoch": list(range(1, len(curve) + 1)),
+            "val/acc": curve,
+            "val/loss": [0.5] * len(curve),
+            "train/loss": [0.6] * len(curve),
+            "train/acc": curve,
+        },
+        **extra,
+    }
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """Four completed jobs (one nested by a `/` value), one diverged, one failed, one broken, one crashed."""
+    s = tmp_path / "multiruns" / "2024-01-01_00-00-00"
+    s.mkdir(parents=True)
+    (s / "multirun.yaml").write_text("hydra: {}\n")
+    make_job(s, ["activation=relu", "optimizer=adam"], completed(0.91, 0.92))
+    make_job(s, ["activation=tanh", "optimizer=sgd"], completed(0.95, 0.93))
+    make_job(s, ["activation=sigmoid", "optimizer=sgd"], completed(0.91, 0.94))
+    make_job(s, ["data=mnist/small", "seed=1"], completed(0.50, 0.55))
+    make_job(s, ["optimizer.lr=100"], {"status": "diverged: val/loss is nan at epoch 2", "epochs": 2})
+    make_job(s, ["activation=bad"], {"status": "failed: ValueError: unknown activation 'bad'"})
+    make_job(s, ["loss=broken"], '{"status": "completed", "test/acc": 0.9')  # truncated write
+    make_job(s, ["model=mlp/deep", "trainer=crash"], None)  # nested and no metrics.json
+    return s

@@ -1,78 +1,23 @@
 """Sweep summaries: grouping seeds and population members, the swept-key columns, ranking, csv/md/png
-output, broken jobs, the CLI and the Hydra callback."""
+output, broken jobs (the CLI and the Hydra callback: test_sweep_callbacks.py)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from backprop_lab.reporting.jobs import JOB_COLUMNS, NO_METRICS, STAT_COLUMNS, collect, summarize
-from backprop_lab.reporting.sweeps import SummarizeSweep, group_curve, write_summary
+from backprop_lab.reporting.sweeps import group_curve, write_summary
 from backprop_lab.training import members
+from conftest import completed, make_job
 
-ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T_975_2 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2): the 95% interval of a mean of 3
-
-
-def make_job(sweep: Path, overrides: list[str], metrics: dict | str | None) -> Path:
-    """A job folder named like Hydra's override_dirname; `metrics` as dict, raw text, or None (no file)."""
-    job = sweep / ",".join(overrides)
-    (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    if metrics is not None:
-        text = metrics if isinstance(metrics, str) else json.dumps(metrics)
-        (job / "metrics.json").write_text(text)
-    return job
-
-
-def completed(test_acc: float, val_best: float, curve: list[float] | None = None, **extra) -> dict:
-    curve = curve or [val_best - 0.1, val_best - 0.05, val_best]
-    return {
-        "status": "completed",
-        "test/acc": test_acc,
-        "test/loss": 0.3,
-        "val/acc_best": val_best,
-        "val/acc": curve[-1],
-        "epochs": len(curve),
-        "train_seconds": 12.34,
-        "data_source": "mnist-subset",
-        "data_sizes": {"train": 4000, "val": 500, "test": 500},
-        "history": {
-            "epoch": list(range(1, len(curve) + 1)),
-            "val/acc": curve,
-            "val/loss": [0.5] * len(curve),
-            "train/loss": [0.6] * len(curve),
-            "train/acc": curve,
-        },
-        **extra,
-    }
-
-
-@pytest.fixture
-def sweep(tmp_path: Path) -> Path:
-    """Four completed jobs (one nested by a `/` value), one diverged, one failed, one broken, one crashed."""
-    s = tmp_path / "multiruns" / "2024-01-01_00-00-00"
-    s.mkdir(parents=True)
-    (s / "multirun.yaml").write_text("hydra: {}\n")
-    make_job(s, ["activation=relu", "optimizer=adam"], completed(0.91, 0.92))
-    make_job(s, ["activation=tanh", "optimizer=sgd"], completed(0.95, 0.93))
-    make_job(s, ["activation=sigmoid", "optimizer=sgd"], completed(0.91, 0.94))
-    make_job(s, ["data=mnist/small", "seed=1"], completed(0.50, 0.55))
-    make_job(s, ["optimizer.lr=100"], {"status": "diverged: val/loss is nan at epoch 2", "epochs": 2})
-    make_job(s, ["activation=bad"], {"status": "failed: ValueError: unknown activation 'bad'"})
-    make_job(s, ["loss=broken"], '{"status": "completed", "test/acc": 0.9')  # truncated write
-    make_job(s, ["model=mlp/deep", "trainer=crash"], None)  # nested and no metrics.json
-    return s
 
 
 def test_collect_ranks_completed_best_first_and_broken_last(sweep):
@@ -356,100 +301,3 @@ def test_many_groups_and_malformed_metrics_do_not_raise(tmp_path):
     write_summary(tmp_path)
     assert_real_png(tmp_path / "summary.png")
     assert "- `weird=types`: completed with newline" in (tmp_path / "summary.md").read_text()
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "scripts/summarize_sweep.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-
-
-def test_cli_prints_the_table_and_writes_files(sweep):
-    proc = run_cli(str(sweep))
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(f"Sweep `{sweep}`")
-    assert "| 1 | tanh | sgd |" in proc.stdout
-    assert (sweep / "summary.png").exists()
-
-
-@pytest.mark.parametrize("case", ["missing", "empty"])
-def test_cli_fails_in_one_line_without_jobs(tmp_path, case):
-    target = tmp_path / "nope"
-    if case == "empty":
-        target.mkdir()
-        (target / "multirun.yaml").write_text("hydra: {}\n")
-    proc = run_cli(str(target))
-    assert proc.returncode == 1
-    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
-    assert not (target / "summary.md").exists()
-
-
-def end_of_multirun(sweep: Path) -> None:
-    SummarizeSweep().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
-
-
-def test_callback_writes_the_summary(sweep, caplog, capsys):
-    with caplog.at_level("INFO", logger="backprop_lab.reporting.sweeps"), pytest.raises(SystemExit) as stop:
-        end_of_multirun(sweep)
-    assert stop.value.code == 1  # the fixture sweep has failed jobs
-    assert all((sweep / f"summary.{ext}").exists() for ext in ("csv", "md", "png"))
-    assert str(sweep / "summary.md") in caplog.text
-    err = capsys.readouterr().err
-    assert err == f"error: 4 of 8 sweep jobs did not complete (see {sweep / 'summary.md'})\n"
-
-
-def test_callback_exits_0_when_every_job_completed_though_a_member_diverged(tmp_path, capsys):
-    make_job(tmp_path, ["population=2", "seed=0"], population(0, [0.9, 0.1], [None, 5]))
-    make_job(tmp_path, ["population=2", "seed=2"], population(2, [0.8, 0.85]))
-    end_of_multirun(tmp_path)  # no SystemExit: both jobs completed; the diverged member is in the table
-    assert capsys.readouterr().err == ""
-    md = (tmp_path / "summary.md").read_text()
-    assert "| 1 | all jobs | 85.00 ± 5.00 (3) |" in md and "seed 1: diverged at step 5" in md
-
-
-@pytest.mark.slow
-def test_hydra_multirun_calls_the_callback(tmp_path):
-    """A real multirun: the registered callback finds the sweep dir even when `${now:}` ticks mid-sweep."""
-    (tmp_path / "cfg.yaml").write_text(
-        textwrap.dedent("""
-        x: 1
-        hydra:
-          sweep:
-            dir: ${oc.env:SWEEP_ROOT}/${now:%Y-%m-%d_%H-%M-%S}
-            subdir: ${hydra.job.override_dirname}
-          callbacks:
-            summarize_sweep:
-              _target_: backprop_lab.reporting.sweeps.SummarizeSweep
-    """)
-    )
-    (tmp_path / "app.py").write_text(
-        textwrap.dedent("""
-        import json, time
-        from pathlib import Path
-        import hydra
-        from hydra.core.hydra_config import HydraConfig
-
-        @hydra.main(version_base="1.3", config_path=".", config_name="cfg")
-        def main(cfg):
-            out = Path(HydraConfig.get().runtime.output_dir)
-            if cfg.x == 1:
-                time.sleep(1.1)  # later jobs start in a later second
-            status = "failed: x too big" if cfg.x == 3 else "completed"
-            metrics = {"status": status, "test/acc": cfg.x / 10, "val/acc_best": cfg.x / 10, "epochs": 1,
-                       "history": {"epoch": [1], "val/acc": [cfg.x / 10]}}
-            (out / "metrics.json").write_text(json.dumps(metrics))
-
-        main()
-    """)
-    )
-    env = {**__import__("os").environ, "SWEEP_ROOT": str(tmp_path / "multiruns")}
-    proc = subprocess.run(
-        [sys.executable, "app.py", "-m", "x=1,2,3"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
-    )
-    assert proc.returncode == 1, proc.stderr  # x=3 failed: the summary is written, the exit status says so
-    assert "1 of 3 sweep jobs did not complete" in proc.stderr
-    (sweep_dir,) = (tmp_path / "multiruns").iterdir()
-    md = (sweep_dir / "summary.md").read_text()
-    assert "3 jobs, 2 completed, 1 failed" in md and "- `x=3`: failed: x too big" in md
-    assert [r["overrides"] for r in collect(sweep_dir)] == ["x=2", "x=1", "x=3"]
-    assert "| 1 | 2 | 20.00 (1) |" in md  # x, the one swept key, is the only column before the statistics
