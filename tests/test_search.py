@@ -113,6 +113,19 @@ def test_a_search_stopped_by_ctrl_c_resumes_with_the_identical_command(tmp_path,
     assert {k: (tmp_path / k / "metrics.json").stat().st_mtime_ns for k in finished} == {k: ran[k] for k in finished}
 
 
+def test_a_second_search_of_a_running_study_is_one_line_even_from_another_folder(tmp_path):
+    import fcntl
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    with open(shared / f".{STUDY}.search.lock", "w") as running:  # a search of this study holds it
+        fcntl.flock(running, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = search(tmp_path / "other", f"hydra.sweeper.storage=sqlite:///{shared / 'optuna.db'}")
+    assert result.returncode == 1 and result.stderr.count("error:") == 1, result.stderr[-2000:]
+    assert f"error: another search of the study {STUDY} is running" in result.stderr
+    assert not list((tmp_path / "other").glob("trial_*"))  # nothing ran
+
+
 def test_a_trial_left_running_by_a_killed_search_is_marked_and_run_again(tmp_path):
     study = new_study(tmp_path)
     study.enqueue_trial({"activation": "relu"})

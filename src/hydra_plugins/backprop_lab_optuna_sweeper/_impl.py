@@ -125,18 +125,21 @@ def outcome(result: JobReturn) -> tuple[TrialState, float | None, str]:
 
 
 @contextlib.contextmanager
-def exclusive(folder: Path) -> Iterator[None]:
-    """One search at a time per sweep folder: a second one would take the first one's running trials for
-    trials of a stopped search."""
+def exclusive(folder: Path, url: str, study_name: str) -> Iterator[None]:
+    """One search at a time per study: a second one would take the first one's running trials for trials of
+    a stopped search. The lock lies beside an SQLite database (a study is its storage and its name), else in
+    the sweep folder."""
     import fcntl
 
-    with open(folder / ".search.lock", "w") as f:
+    sqlite = "sqlite:///"
+    where = Path(url[len(sqlite) :]).parent if url.startswith(sqlite) and url != f"{sqlite}:memory:" else folder
+    with open(where / f".{study_name}.search.lock", "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise SearchError(
-                f"another search is running in {folder}: wait for it to end, or give this one its own "
-                "hydra.sweeper.study_name (or hydra.sweep.dir)"
+                f"another search of the study {study_name} is running ({url}): wait for it to end, or give this "
+                "one its own hydra.sweeper.study_name (or hydra.sweeper.storage)"
             ) from None
         yield
 
@@ -243,7 +246,7 @@ class OptunaSearch(Sweeper):
         folder = Path(str(self.config.hydra.sweep.dir))
         folder.mkdir(parents=True, exist_ok=True)
         returns: list[list[JobReturn]] = []
-        with exclusive(folder):
+        with exclusive(folder, url, self.study_name):
             OmegaConf.save(self.config, folder / "multirun.yaml")
             study, storage = self._open_study(url)
             self._resume(study, storage, space)
