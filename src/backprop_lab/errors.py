@@ -33,18 +33,20 @@ WRITE_ERRNOS = {
 }  # fmt: skip
 
 
-def unwritable(e: BaseException | None) -> str | None:
-    """The one-line message for an output file or folder that cannot be written, else None. The OSError may
-    be the cause of another error (Hydra's log file set-up raises a ValueError from it)."""
+RUN_FOLDER_FIX = (
+    "free some disk space, or choose a writable folder: hydra.run.dir=PATH, or hydra.sweep.dir=PATH for a sweep"
+)
+
+
+def unwritable(e: BaseException | None, fix: str = RUN_FOLDER_FIX) -> str | None:
+    """The one-line message for an output file or folder that cannot be written, naming `fix`, else None. The
+    OSError may be the cause of another error (Hydra's log file set-up raises a ValueError from it)."""
     while e is not None and not isinstance(e, OSError):
         e = e.__cause__ or e.__context__
     if e is None or e.errno not in WRITE_ERRNOS:
         return None
     where = f"{e.filename}" if e.filename else "the output folder"
-    return (
-        f"cannot write {where}: {e.strerror or e} (free some disk space, or choose a writable folder: "
-        "hydra.run.dir=PATH, or hydra.sweep.dir=PATH for a sweep)"
-    )
+    return f"cannot write {where}: {e.strerror or e} ({fix})"
 
 
 class ConfigError(ValueError):

@@ -89,3 +89,12 @@ def remove_partial_writes(folder: Path) -> list[Path]:
 def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
     """metrics.json, written atomically so a reader never sees half of it."""
     atomic_write(out / "metrics.json", lambda f: f.write((json.dumps(metrics, indent=2) + "\n").encode()))
+
+
+def set_status(out: Path, status: str, unless_ended: bool = False) -> None:
+    """metrics.json's `status` set to `status`, its other values kept (a file is started if there is none);
+    `unless_ended`: only while the run has no status or is still "running". Raises OSError or ValueError."""
+    path = out / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    if not unless_ended or metrics.get("status") in (None, "running"):
+        write_metrics(out, {**metrics, "status": status})

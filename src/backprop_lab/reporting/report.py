@@ -180,31 +180,27 @@ class Runner:
         """train(cfg) for each (experiment, variant), `workers` runs at a time in processes of their own (one
         torch thread each), each into runs_dir/<experiment>/<variant>; their metrics, in the order given. A
         diverged run gives the metrics.json it left (status, history)."""
-        jobs = []
-        for name, variant in planned:
-            run_dir = self.runs_dir / name / (",".join(variant) or "run")
-            cfg = self.cfg(name, list(variant), run_dir)
-            jobs.append((name, variant, run_dir, cfg, self._fresh(cfg, run_dir, "metrics.json")))
-        todo = [k for k, job in enumerate(jobs) if job[-1] is None]
-        self.reused += len(jobs) - len(todo)
-        stored = {k: job[-1] for k, job in enumerate(jobs) if job[-1] is not None}
+        dirs = [self.runs_dir / name / (",".join(variant) or "run") for name, variant in planned]
+        cfgs = [self.cfg(name, list(variant), d) for (name, variant), d in zip(planned, dirs)]
+        stored = [self._fresh(cfg, d, "metrics.json") for cfg, d in zip(cfgs, dirs)]  # None: to train
+        todo = [k for k, m in enumerate(stored) if m is None]
+        self.reused += len(planned) - len(todo)
         with contextlib.ExitStack() as stack:
             if self.workers > 1 and len(todo) > 1:
                 context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
                 pool = stack.enter_context(ProcessPoolExecutor(self.workers, context, initializer=quiet_worker))
-                futures = {pool.submit(_train, jobs[k][3], jobs[k][2]): k for k in todo}
+                futures = {pool.submit(_train, cfgs[k], dirs[k]): k for k in todo}
                 finished = ((futures[f], f.result()) for f in as_completed(futures))
             else:
-                finished = ((k, _train(jobs[k][3], jobs[k][2])) for k in todo)
+                finished = ((k, _train(cfgs[k], dirs[k])) for k in todo)
             for k, (metrics, seconds) in finished:
                 stored[k] = metrics
                 self.echo(
-                    f"{jobs[k][2].relative_to(self.runs_dir)}: {status(metrics)}, val/acc_best "
+                    f"{dirs[k].relative_to(self.runs_dir)}: {status(metrics)}, val/acc_best "
                     f"{metrics.get('val/acc_best', float('nan')):.4f} ({seconds:.0f} s)"
                 )
         out = []
-        for k, (_, variant, run_dir, cfg, _) in enumerate(jobs):
-            m = stored[k]
+        for (_, variant), run_dir, cfg, m in zip(planned, dirs, cfgs, stored):
             m["history"] = full_history(run_dir, m)
             self.train_seconds += m.get("train_seconds", 0)
             lr, momentum = float(cfg.optimizer.lr), float(cfg.optimizer.get("momentum") or 0.0)

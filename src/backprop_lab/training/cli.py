@@ -7,7 +7,6 @@ the sweep goes on.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -31,7 +30,7 @@ from backprop_lab.errors import (
     print_error,
     unwritable,
 )
-from backprop_lab.paths import write_metrics
+from backprop_lab.paths import set_status
 
 log = logging.getLogger("backprop_lab")
 KNOWN = (ConfigError, DataError, TrainingStopped)
@@ -62,13 +61,10 @@ def _record_failure(cfg: Any, message: str) -> None:
         out = Path(cfg.paths.output_dir)
     except Exception:  # no Hydra run folder (e.g. called from a test without one)
         return
-    path = out / "metrics.json"
     try:
-        metrics = json.loads(path.read_text()) if path.exists() else {}
-        metrics["status"] = f"failed: {message}"
-        write_metrics(out, metrics)
+        set_status(out, f"failed: {message}")
     except (OSError, ValueError) as e:  # a folder that cannot be written: the log and the console keep it
-        log.error("could not record the failure in %s: %s", path, one_line(e))
+        log.error("could not record the failure in %s: %s", out / "metrics.json", one_line(e))
 
 
 def _log_to_files(message: str) -> None:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from backprop_lab.core.models import ReferenceMLP
-from backprop_lab.errors import ConfigError, one_line
+from backprop_lab.errors import ConfigError, one_line, unwritable
 from backprop_lab.paths import atomic_write
 from backprop_lab.training.checkpoints import load_checkpoint
 
@@ -76,9 +76,7 @@ def export(ckpt: str | Path, fmt: str, member: int | str | None = None, out: str
         x = torch.full((2, model.nets[0].sizes[0]), 0.5)  # an example batch: the batch dimension stays free
         atomic_write(out, _onnx(model, x) if fmt == "onnx" else _torchscript(model, x))
     except OSError as e:
-        file_in_the_way = isinstance(e, (FileExistsError, NotADirectoryError))
-        why = "a folder on the way is a file" if file_in_the_way else e.strerror or one_line(e)
-        raise ConfigError(f"cannot write {out} ({why}; pass --out a writable path)") from None
+        raise ConfigError(unwritable(e, "pass --out a writable path") or one_line(e)) from None
     return out
 
 

@@ -94,7 +94,3 @@ def end_status(status: str) -> str:
     if status == "interrupted":
         return "KILLED"  # MLflow's run status; TensorBoard and CSV only flush
     return "failed"  # diverged, pruned, failed, or still "running" when an exception ended it
-
-
-def tensorboard_in(trainer: L.Trainer) -> bool:
-    return any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers)

@@ -93,15 +93,23 @@ class ReportToTrial(L.Callback):
             )
 
 
+def open_storage(url: str, create: bool = True) -> Any:
+    """A study's database (optuna.storages.RDBStorage), for the sweeper and its jobs alike; SQLite waits for a
+    lock held by a parallel job instead of failing at once."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, skip_table_creation=not create)
+
+
 def load_trial(storage_url: str, study_name: str, number: int) -> Any:
     """Trial `number` of the study, with the pruner the sweeper stored in it; None (with a warning) for a trial
     that has already finished (a job run again by hand), so that the run trains without reporting."""
     import optuna
     from hydra.utils import instantiate
 
-    kwargs = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {}
     try:
-        storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=kwargs, skip_table_creation=True)
+        storage = open_storage(storage_url, create=False)
         study_id = storage.get_study_id_from_name(study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
     except Exception as e:  # no such database, study or trial

@@ -93,9 +93,8 @@ def build_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoin
     ]
     if cfg.population > 1:
         callbacks.append(MemberCurves(str(out), [cfg.seed + k for k in range(cfg.population)]))
-    callbacks.extend(
-        search.callbacks(cfg.get("search"), cfg.optimized_metric)
-    )  # a search's trial: report each epoch, stop when pruned
+    # a search's trial: report each epoch, stop when pruned
+    callbacks.extend(search.callbacks(cfg.get("search"), cfg.optimized_metric))
     callbacks.extend(run_log.instantiate_group("callbacks", cfg.get("callbacks")))
     loggers = run_log.instantiate_group("logger", cfg.get("logger"))
     trainer_kwargs: dict[str, Any] = {

@@ -32,7 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from backprop_lab.errors import one_line, unwritable
+from backprop_lab.paths import set_status, write_metrics
 from backprop_lab.training.cli import hydra_message
+from backprop_lab.training.search import open_storage
 
 from ._space import SearchError, Space, flatten, search_space
 
@@ -62,12 +64,6 @@ def storage_url(storage: str | None) -> str:
     return storage
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """The study's database; SQLite waits for a lock held by a parallel job instead of failing at once."""
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-
-
 def counted(study: optuna.Study) -> list[FrozenTrial]:
     """The trials that count towards n_trials: finished ones, except those a stopped search interrupted."""
     return [t for t in study.get_trials(deepcopy=False, states=FINISHED) if not t.user_attrs.get(INTERRUPTED)]
@@ -84,13 +80,8 @@ def requeue(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: Tri
     study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
     folder = Path(str(trial.user_attrs.get("job_dir", "")))
     if trial.user_attrs.get("job_dir") and folder.is_dir():
-        from backprop_lab.paths import write_metrics
-
         try:
-            path = folder / "metrics.json"
-            metrics = json.loads(path.read_text()) if path.exists() else {}
-            if metrics.get("status") in (None, "running"):
-                write_metrics(folder, {**metrics, "status": INTERRUPTED})
+            set_status(folder, INTERRUPTED, unless_ended=True)
         except (OSError, ValueError) as e:
             log.warning("could not mark %s as interrupted: %s", folder, one_line(e))
 
@@ -330,8 +321,6 @@ class OptunaSearch(Sweeper):
     def _record(self, overrides: list[str], space: Space, status: str) -> Path | None:
         """A job folder for a trial that never ran (its values do not compose), holding its overrides and its
         status, so that the sweep summary lists it; None if even its folder's name cannot be composed."""
-        from backprop_lab.paths import write_metrics
-
         try:
             job = self.compose([*space.fixed.values(), *(o for o in overrides if o.startswith("++search."))])
             folder = Path(job.hydra.sweep.dir) / str(job.hydra.sweep.subdir)
