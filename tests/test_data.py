@@ -40,6 +40,7 @@ from backprop_lab.data import (
     stratified_split,
 )
 from backprop_lab.data import modules as D
+from backprop_lab.data.idx import read_digits_csv
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -237,6 +238,20 @@ def test_bad_csv_gives_one_line_error(tmp_path, rows, damage, expected):
     with pytest.raises(DataError) as e:
         MNISTSubsetDataModule(csv_path=str(path), val_size=0, test_size=0).setup()
     assert expected in str(e.value) and "digits.csv.gz" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_csv_is_parsed_once_while_unchanged_and_callers_get_copies(tmp_path, monkeypatch):
+    path = write(tmp_path / "digits.csv", "\n".join(csv_rows(4)).encode())
+    x, y = read_digits_csv(path, "(fix)")
+    x[0, 0] = 99  # a caller's edit stays its own
+    parsed = []
+    monkeypatch.setattr(np, "loadtxt", lambda *a, **kw: parsed.append(a) or pytest.fail("parsed again"))
+    again, _ = read_digits_csv(path, "(fix)")
+    assert again[0, 0] == 0 and torch.equal(again[1:], x[1:]) and not parsed
+    monkeypatch.undo()
+    write(path, "\n".join(csv_rows(5)).encode())  # edited: read again
+    x5, y5 = read_digits_csv(path, "(fix)")
+    assert x5.shape == (5, 784) and y5.tolist() == [0, 1, 2, 3, 4]
 
 
 # --- the embedded subset

@@ -21,9 +21,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from backprop_lab.training.checkpoints import load_checkpoint
-from conftest import ROOT, TINY, run_in_process, run_script
-
-QUIET = [o for o in TINY if not o.startswith("trainer.enable")]
+from conftest import QUIET, ROOT, run_in_process, run_script
 
 
 def assert_one_line_error(result, *fragments: str, code: int = 1) -> str:

@@ -109,7 +109,7 @@ def test_checkpoint_loads_into_either_model(make_cfg, tmp_path):
 
 
 def test_tensorboard_has_scalars_and_real_hparams(make_cfg, tmp_path):
-    metrics = train(make_cfg("trainer.max_epochs=2", "log.histogram_every_n_steps=10"))
+    metrics = train(make_cfg("trainer.max_epochs=2", "log.histogram_every_n_steps=10", "log.pictures_every_n_epochs=1"))
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "tensors": 0, "images": 0, "histograms": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])

@@ -225,6 +225,8 @@ def test_disabled_and_every_other_epoch(tmp_path):
     assert not any(t.startswith(("delta_norm", "dW_norm")) for t in ea.Tags()["scalars"])
     assert ea.Tags()["histograms"] == []
     assert [e.step for e in ea.Images("features/hidden_units")] == [6, 6]  # epoch 2 and test; not epoch 1
+    _fit(tmp_path / "off", [Pictures(0)], epochs=1, limit_train_batches=2)
+    assert _events(tmp_path / "off").Tags()["images"] == []  # 0: not after testing either
 
 
 def test_other_logger_gets_scalars_and_no_pictures(tmp_path):

@@ -99,9 +99,9 @@ class LayerGradients(L.Callback):
 class Pictures(L.Callback):
     """Learned features, misclassified test digits and the confusion matrix, as TensorBoard images.
 
-    Drawn at the end of every `every_n_epochs`-th validation epoch (never in the sanity check; 0
-    disables) and once at the end of testing, at `step=trainer.global_step`, rank zero only, and
-    only with a TensorBoardLogger. Tags: `features/hidden_units` (rows of W^1 as 28x28 tiles, up to
+    Drawn at the end of every `every_n_epochs`-th validation epoch (never in the sanity check) and
+    once at the end of testing (0: never, for runs nobody looks at), at `step=trainer.global_step`,
+    rank zero only, and only with a TensorBoardLogger. Tags: `features/hidden_units` (rows of W^1 as 28x28 tiles, up to
     `max_units`, when the input is 784 pixels), `test/misclassified` (up to `n_misclassified`
     digits) and `test/confusion_matrix`; the last two evaluate `trainer.datamodule.test_x/test_y`
     (skipped when the datamodule has none).
@@ -121,7 +121,8 @@ class Pictures(L.Callback):
             self.draw(trainer, pl_module)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.draw(trainer, pl_module)
+        if self.every_n_epochs:
+            self.draw(trainer, pl_module)
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Write all three pictures now (whatever the schedule)."""
