@@ -113,24 +113,30 @@ def run_script(
     )
 
 
-def run_in_process(script: str, *args: str) -> subprocess.CompletedProcess:
-    """`python <script> <args>` for a Hydra entry point (train.py, scripts/evaluate.py), run in this process.
+def run_in_process(
+    script: str | Path, *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python <script> <args>` (a project script, or any path), run in this process from `cwd`, with `env` added.
 
-    The script runs as `__main__` with these arguments (runpy, as `python` runs it): the same composition,
-    run folder, one-line errors and exit code as run_script, without a new interpreter's start (importing torch
-    and Lightning takes 6-12 s). stdout
-    and stderr are captured; an uncaught exception is printed with its traceback and exits 1, as in a
-    real process. Use run_script where the process itself is what is tested (signals, warnings)."""
+    The script runs as `__main__` with these arguments (runpy, as `python` runs it): for a Hydra entry the same
+    composition, run folder, one-line errors and exit code as run_script, without a new interpreter's start
+    (importing torch and Lightning takes seconds). stdout and stderr are captured; an uncaught exception is
+    printed with its traceback and exits 1, as in a real process. Use run_script where the process itself is
+    what is tested (signals, warnings, DDP's launch)."""
     path = ROOT / script
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    env = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", "BACKPROP_LAB_VERBOSE")}
+    levels = {
+        name: lg.level for name, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)
+    }
+    saved = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", "BACKPROP_LAB_VERBOSE", *(env or {}))}
     os.environ.pop("BACKPROP_LAB_VERBOSE", None)
+    os.environ.update(env or {})
     argv, deterministic = sys.argv, torch.are_deterministic_algorithms_enabled()
     out, err, code = io.StringIO(), io.StringIO(), 0
     sys.argv = [str(path), *args]
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 runpy.run_path(str(path), run_name="__main__")
             except SystemExit as e:  # as the interpreter exits: None is 0, a message is printed and exits 1
@@ -142,14 +148,16 @@ def run_in_process(script: str, *args: str) -> subprocess.CompletedProcess:
             except Exception:
                 traceback.print_exc()
                 code = 1
-    finally:  # leave nothing of the run behind in this process: Hydra's logging and job config, torch's flags
+    finally:  # leave nothing of the run behind in this process: logging, Hydra's job config, torch's flags
         sys.argv = argv
         for handler in root.handlers:
             if handler not in handlers:
                 handler.close()
         root.handlers[:] = handlers
         root.setLevel(level)
-        for key, value in env.items():
+        for name, logger_level in levels.items():
+            logging.getLogger(name).setLevel(logger_level)
+        for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:

@@ -11,17 +11,14 @@ import io
 import json
 import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import bench  # scripts/bench, on sys.path through conftest
+from conftest import ROOT, run_in_process
 
-ROOT = Path(__file__).resolve().parents[1]
 STEP_NAMES = set(bench.STEP_CONFIGS)
 KEYS = (
     "manual_vs_reference_step",
@@ -136,13 +133,7 @@ def test_tiny_run_prints_the_table(tiny):
 def test_cuda_without_a_gpu_is_a_one_line_error():
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    proc = subprocess.run(
-        [sys.executable, "scripts/benchmark.py", "--tiny", "--device", "cuda"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_in_process("scripts/benchmark.py", "--tiny", "--device", "cuda")
     assert proc.returncode == 2
     assert "no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
 

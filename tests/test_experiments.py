@@ -20,7 +20,7 @@ from backprop_lab.reporting.readme import BEGIN, END, write_readme
 from backprop_lab.reporting.report import EXPERIMENTS, at_init, build, full_history, sweep_variants
 from backprop_lab.training.config import compose as compose_plain
 from backprop_lab.training.train import build_module, train
-from conftest import CONF, ROOT, compose_cfg, run_script
+from conftest import CONF, ROOT, compose_cfg, run_in_process
 
 NAMES = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
@@ -204,7 +204,7 @@ def test_readme_without_markers_is_an_error_not_an_edit(tmp_path, text):
 def test_report_script_checks_the_readme_before_training(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# project\n")
-    result = run_script(
+    result = run_in_process(
         "scripts/report.py",
         "--tiny",
         "--readme",

@@ -4,7 +4,7 @@ through Hydra's search path.
 
 The project is installed from a copy of its sources with `pip install --target` (no dependencies: this
 interpreter's are used), and that target goes first on PYTHONPATH, before the editable install of the checkout.
-A marker key added to the copy's conf/train.yaml shows which configs a run composed.
+A marker key added to the copy's conf/train.yaml and conf/evaluate.yaml shows which configs a run composed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
+from backprop_lab.data.idx import load_subset
 from conftest import ROOT, TINY
 
 SCRIPTS = {
@@ -41,8 +43,9 @@ def installed(tmp_path_factory) -> Path:
         shutil.copy2(ROOT / name, source / name)
     shutil.copytree(ROOT / "conf", source / "conf", ignore=JUNK)
     shutil.copytree(ROOT / "src", source / "src", ignore=JUNK, symlinks=True)  # src/backprop_lab/conf: a link
-    with open(source / "conf" / "train.yaml", "a") as f:
-        f.write(f"\n{MARKER}: true\n")
+    for name in ("train.yaml", "evaluate.yaml"):
+        with open(source / "conf" / name, "a") as f:
+            f.write(f"\n{MARKER}: true\n")
     target = tmp / "site"
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-compile"]
     subprocess.run([*pip, "--target", str(target), str(source)], check=True, capture_output=True, timeout=300)
@@ -69,36 +72,42 @@ def test_the_wheel_declares_the_console_scripts_and_ships_the_configs(installed)
     assert shipped == {p.relative_to(ROOT / "conf") for p in (ROOT / "conf").rglob("*.yaml")}
 
 
-def test_train_runs_outside_the_checkout_with_a_users_config_folder(installed, tmp_path):
-    """One tiny epoch from an empty folder: an experiment from the user's folder, the rest from the package."""
+def test_the_console_scripts_train_evaluate_and_predict_outside_the_checkout(installed, tmp_path):
+    """From an empty folder, each a new interpreter as a user starts it: one tiny epoch of an experiment from the
+    user's config folder (the rest from the package), then evaluate and predict on its checkpoint. Nothing on
+    stderr a user cannot act on: no deprecation warnings, and predict's bad file is its one error line."""
     mine = tmp_path / "my_conf" / "experiment"
     mine.mkdir(parents=True)
     (mine / "tiny_mine.yaml").write_text("# @package _global_\nseed: 7\nmodel:\n  hidden: [9]\n")
     work = tmp_path / "work"
     work.mkdir()
     searchpath = f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]"
-    train = start(installed, "backprop-lab-train", *TINY, "experiment=tiny_mine", searchpath, "test=false", cwd=work)
+    train = start(installed, "backprop-lab-train", *TINY, "experiment=tiny_mine", searchpath, cwd=work)
     _, err = train.communicate(timeout=300)
     assert train.returncode == 0, err[-3000:]
+    assert "deprecated" not in err.lower(), err[-3000:]
     (run_dir,) = (work / "outputs" / "runs").iterdir()  # outputs/ of the current folder
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert config[MARKER] is True  # composed from the installed package's configs, not the checkout's
     assert config["seed"] == 7 and config["model"]["hidden"] == [9]  # and the user's experiment
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["status"] == "completed" and metrics["epochs"] == 1
+    assert metrics["status"] == "completed" and metrics["epochs"] == 1 and metrics["test/acc"] > 0
     assert metrics["provenance"]["git_commit"] is None  # an installed copy is no checkout's code
-    assert (run_dir / "train.log").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert sorted(p.name for p in work.iterdir()) == ["outputs"]
+    assert (run_dir / "train.log").is_file()
 
-
-def test_evaluate_and_predict_scripts_start_outside_the_checkout(installed, tmp_path):
-    """Their configs and arguments (a real evaluation and prediction are tests/test_training.py's and
-    tests/test_predict.py's); both at once, each a new interpreter."""
-    evaluate = start(installed, "backprop-lab-evaluate", "--cfg", "job", "ckpt_path=x.ckpt", cwd=tmp_path)
-    predict = start(installed, "backprop-lab-predict", "--help", cwd=tmp_path)
-    (out, err), (help_text, _) = evaluate.communicate(timeout=300), predict.communicate(timeout=300)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    digit, junk = work / "digit.png", work / "notes.png"
+    Image.fromarray(load_subset()[0][0].reshape(28, 28).numpy()).save(digit)
+    junk.write_text("not an image")
+    evaluate = start(installed, "backprop-lab-evaluate", f"ckpt_path={ckpt}", "data=mnist_subset", cwd=work)
+    predict = start(installed, "backprop-lab-predict", "--ckpt", str(ckpt), str(junk), str(digit), cwd=work)
+    (out, err), (predicted, predict_err) = evaluate.communicate(timeout=300), predict.communicate(timeout=300)
     assert evaluate.returncode == 0, err[-3000:]
-    config = yaml.safe_load(out)
-    assert config["ckpt_path"] == "x.ckpt" and config["member"] is None  # conf/evaluate.yaml, from the package
-    assert predict.returncode == 0 and help_text.startswith("usage: backprop-lab-predict [-h] --ckpt CKPT")
-    assert sorted(tmp_path.iterdir()) == []
+    assert "deprecated" not in err.lower(), err[-3000:]
+    assert out.splitlines()[-1].startswith("test/acc ") and out.endswith("(mnist-subset)\n")
+    (evaluation,) = (work / "outputs" / "evaluations").iterdir()
+    assert yaml.safe_load((evaluation / ".hydra" / "config.yaml").read_text())[MARKER] is True
+    assert predict.returncode == 1  # a bad file: reported, the rest classified
+    assert predict_err.startswith(f"error: {junk}: not an image") and predict_err.count("\n") == 1, predict_err
+    assert predicted.startswith(f"{digit}: ") and predicted.count("\n") == 1
+    assert sorted(p.name for p in work.iterdir()) == ["digit.png", "notes.png", "outputs"]

@@ -12,9 +12,6 @@ import importlib.resources
 import importlib.util
 import io
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,8 +25,8 @@ from backprop_lab.inspection.images import ImageError, load_digit, preprocess, r
 from backprop_lab.inspection.predict import classify, predict_files, require_images
 from backprop_lab.training.checkpoints import load_checkpoint
 from backprop_lab.training.module import LitMLP
+from conftest import ROOT, run_in_process
 
-ROOT = Path(__file__).resolve().parents[1]
 N_TRAIN, N_HELD_OUT, MIN_AGREEMENT = 4000, 100, 0.90
 
 
@@ -39,10 +36,6 @@ def _script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -285,10 +278,11 @@ def files(digits, tmp_path):
 
 
 def test_predict_cli_reports_bad_files_and_classifies_the_rest(files, ckpt, model):
-    """A real run: one `error: <path>: <what> (<fix>)` line per bad file, the good ones classified, exit 1."""
+    """`python scripts/predict.py` (run in this process; tests/test_packaging.py starts it as a new interpreter):
+    one `error: <path>: <what> (<fix>)` line per bad file, the good ones classified, exit 1."""
     good, bad = files
     paths = [good[0], *bad, good[1]]
-    proc = _run("scripts/predict.py", "--ckpt", str(ckpt), *map(str, paths))
+    proc = run_in_process("scripts/predict.py", "--ckpt", str(ckpt), *map(str, paths))
     assert proc.returncode == 1, proc.stderr
     errors = proc.stderr.strip().splitlines()
     assert len(errors) == len(bad) and "Traceback" not in proc.stderr

@@ -115,21 +115,6 @@ def test_missing_mnist_in_strict_mode_gives_one_line(tmp_path):
     assert_one_line_error(result, "MNIST", str(tmp_path / "MNIST" / "raw"))
 
 
-@pytest.mark.slow
-def test_a_plain_run_prints_no_deprecation_warnings(tmp_path):
-    """Warnings a user cannot act on (Lightning 2.6 using torch 2.14's deprecated LeafSpec) are not shown."""
-    trained = run_script("train.py", *QUIET, f"hydra.run.dir={tmp_path / 'run'}")
-    evaluated = run_script(
-        "scripts/evaluate.py",
-        f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
-        "data=mnist_subset",
-        f"hydra.run.dir={tmp_path / 'eval'}",
-    )
-    for result in (trained, evaluated):
-        assert result.returncode == 0, result.stderr[-2000:]
-        assert "deprecated" not in result.stderr.lower(), result.stderr[-2000:]
-
-
 class Forks:
     """Real train.py processes, forked from one warm process (tests/train_forks.py, which says how): each a
     process of its own that signals and SIGKILL reach, without the ~12 s import of torch and Lightning."""

@@ -4,7 +4,6 @@ hand-made sweeps of test_sweeps.py."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,13 +13,11 @@ from test_sweeps import population
 
 from backprop_lab.reporting.jobs import collect
 from backprop_lab.reporting.sweeps import SummarizeSweep
-from conftest import ROOT, make_job
+from conftest import make_job, run_in_process
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "scripts/summarize_sweep.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    return run_in_process("scripts/summarize_sweep.py", *args)
 
 
 def test_cli_prints_the_table_and_writes_files(sweep):
@@ -101,9 +98,8 @@ def test_hydra_multirun_calls_the_callback(tmp_path):
         main()
     """)
     )
-    env = {**__import__("os").environ, "SWEEP_ROOT": str(tmp_path / "multiruns")}
-    proc = subprocess.run(
-        [sys.executable, "app.py", "-m", "x=1,2,3"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    proc = run_in_process(
+        tmp_path / "app.py", "-m", "x=1,2,3", cwd=tmp_path, env={"SWEEP_ROOT": str(tmp_path / "multiruns")}
     )
     assert proc.returncode == 1, proc.stderr  # x=3 failed: the summary is written, the exit status says so
     assert "1 of 3 sweep jobs did not complete" in proc.stderr
