@@ -132,8 +132,10 @@ def read_digits_csv(path: Path, fix: str) -> tuple[Tensor, Tensor]:
     path = Path(path)
     try:
         stat = path.stat()
-    except OSError as e:
+    except FileNotFoundError as e:
         raise DataError(f"{path} does not exist {fix}") from e
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e.strerror}) {fix}") from e
     x, y = _parse_digits_csv(path.absolute(), stat.st_size, stat.st_mtime_ns, fix)
     return x.clone(), y.clone()
 

@@ -101,10 +101,10 @@ class Pictures(L.Callback):
 
     Drawn at the end of every `every_n_epochs`-th validation epoch (never in the sanity check) and
     once at the end of testing (0: never, for runs nobody looks at), at `step=trainer.global_step`,
-    rank zero only, and only with a TensorBoardLogger. Tags: `features/hidden_units` (rows of W^1 as 28x28 tiles, up to
-    `max_units`, when the input is 784 pixels), `test/misclassified` (up to `n_misclassified`
-    digits) and `test/confusion_matrix`; the last two evaluate `trainer.datamodule.test_x/test_y`
-    (skipped when the datamodule has none).
+    rank zero only, and only with a TensorBoardLogger. Tags: `features/hidden_units` (rows of W^1 as
+    28x28 tiles, up to `max_units`, when the input is 784 pixels), `test/misclassified` (up to
+    `n_misclassified` digits) and `test/confusion_matrix`; the last two evaluate
+    `trainer.datamodule.test_x/test_y` (skipped when the datamodule has none).
     """
 
     def __init__(self, every_n_epochs: int = 1, n_misclassified: int = 64, max_units: int = 100) -> None:
