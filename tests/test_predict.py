@@ -353,3 +353,21 @@ def test_visualize_missing_ckpt_is_one_line_and_exit_1(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "nope.ckpt" in err
     assert not (tmp_path / "figs").exists()
+
+
+def test_outputs_that_cannot_be_written_are_one_line_after_the_predictions(files, ckpt, tmp_path, capsys):
+    good, _ = files
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    predict = _script("predict")
+    assert predict.main(["--ckpt", str(ckpt), "--show", str(blocker / "show.png"), str(good[0])]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{good[0]}: ")  # the predictions are printed first: nothing is lost
+    assert err.startswith(f"error: cannot write {blocker}") and err.count("\n") == 1, err
+    assert "pass --show a writable file path" in err
+    with pytest.raises(SystemExit) as usage:  # a format matplotlib cannot write: refused before any work
+        predict.main(["--ckpt", str(ckpt), "--show", str(tmp_path / "show.xyz"), str(good[0])])
+    assert usage.value.code == 2 and "give a .png" in capsys.readouterr().err
+    assert _script("visualize").main(["--ckpt", str(ckpt), "--out", str(blocker)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {blocker}") and "pass --out a writable folder" in err

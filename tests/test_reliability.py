@@ -58,6 +58,17 @@ BAD_CONFIG = {
     "resume from a missing checkpoint": (["ckpt_path=/nonexistent/last.ckpt"], ["does not exist"]),
     "unknown precision": (["trainer.precision=bf17"], ["Precision 'bf17' is invalid", "trainer.* overrides"]),
     "unknown strategy": (["+trainer.strategy=foo"], ["invalid strategy name", "trainer.* overrides"]),
+    "unknown optimizer argument": (["+optimizer.lrr=0.1"], ["optimizer.lrr is not an argument of SGD", "lr, momentum"]),
+    "unknown data argument": (["+data.foo=1"], ["data.foo is not an argument of MNISTSubsetDataModule"]),
+    "negative seed": (["seed=-1"], ["seed=-1 must be a whole number in 0..4294967295"]),
+    "negative split size": (["data.val_size=-1"], ["data.val_size=-1 must be a whole number >= 0"]),
+    "empty training split": (["data.train_size=0"], ["the training split is empty", "data.train_size"]),
+    "log interval not a number": (["log.grad_every_n_steps=abc"], ["log.grad_every_n_steps=abc must be a whole"]),
+    "divergence factor below 1": (["divergence_factor=0.5"], ["divergence_factor=0.5 must be a number > 1"]),
+    "no cpu threads": (["cpu_threads=0"], ["cpu_threads=0 must be a whole number >= 1 or null"]),
+    "test not a flag": (["test=maybe"], ["test=maybe must be true or false"]),
+    "unknown optimized metric": (["optimized_metric=foo"], ["optimized_metric=foo is not a metric", "val/acc_best"]),
+    "weight decay not a number": (["optimizer.weight_decay=nan"], ["optimizer.weight_decay=nan must be a number >= 0"]),
 }
 if not torch.cuda.is_available():  # where there is a GPU, this is a valid choice
     BAD_CONFIG["GPU asked for, none there"] = (["trainer.accelerator=gpu"], ["no CUDA GPU", "trainer=cpu"])
@@ -78,6 +89,16 @@ def test_bad_config_gives_one_line_and_writes_nothing(tmp_path, name):
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "checkpoints").exists()
     assert not list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_ctrl_c_while_the_data_loads_is_one_line_and_an_interrupted_status(tmp_path, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("backprop_lab.data.modules.load_subset", interrupted)
+    result = run_in_process("train.py", *QUIET, f"hydra.run.dir={tmp_path}")
+    assert_one_line_error(result, "interrupted before training started", "run the command again", code=130)
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"].startswith("interrupted: ")
 
 
 def _write_idx(path: Path, magic: int, dims: tuple[int, ...], payload: bytes) -> None:
@@ -214,6 +235,7 @@ def uninterrupted(tmp_path_factory) -> SimpleNamespace:
     "case,fragments",
     [
         ("missing", ["does not exist"]),
+        ("a folder", ["is a folder, not a checkpoint file", "checkpoints/last.ckpt"]),
         ("not a checkpoint", ["is not a readable checkpoint"]),
         ("other architecture", ["sizes=[784, 15, 10]", "sizes=[784, 30, 10]"]),
     ],
@@ -221,6 +243,8 @@ def uninterrupted(tmp_path_factory) -> SimpleNamespace:
 def test_bad_checkpoints_give_one_line(tmp_path, uninterrupted, case, fragments):
     if case == "missing":
         ckpt = tmp_path / "nope.ckpt"
+    elif case == "a folder":
+        ckpt = uninterrupted.run / "checkpoints"
     elif case == "not a checkpoint":
         ckpt = tmp_path / "notes.ckpt"
         ckpt.write_text("these are my notes, not weights\n")

@@ -122,3 +122,17 @@ def test_a_failing_job_does_not_stop_the_sweep_and_a_population_is_read_as_its_s
     assert mean[0] == pytest.approx(100 * best.jobs[0].values["val/acc_best"], abs=1e-3)  # one epoch: its best
     assert (bad["optimizer.lr"], bad["n"], bad["failed"]) == ("-1", "0", "1")
     assert result.returncode != 0  # the sweep reports that one of its jobs failed
+
+
+def test_a_job_with_more_overrides_than_a_folder_name_holds_runs_in_a_shortened_folder(tmp_path):
+    """Hydra names a job's folder after its overrides; past the filesystem's 255 bytes it is cut, with a hash."""
+    long = "optimizer=adam optimizer.lr=0.001,0.002 optimizer.weight_decay=0.0001 scheduler=cosine"
+    long += " trainer.gradient_clip_val=1.0 model.init=scaled model.hidden=[16,8] activation=relu loss=cross_entropy"
+    long += " model.output=softmax data.split_seed=42 log.grad_every_n_steps=50 divergence_factor=100 population=1"
+    result = run_sweep(tmp_path, *long.split(), extra=tuple(QUICK))
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.parent for p in tmp_path.rglob("metrics.json"))
+    assert len(jobs) == 2 and len({j.name for j in jobs}) == 2
+    assert all(len(j.name.encode()) < 255 and j.name.startswith("activation=relu,") for j in jobs)
+    _, rows = summary_csv(tmp_path)  # the summary reads each job's full overrides from its .hydra folder
+    assert sorted(r["optimizer.lr"] for r in rows) == ["0.001", "0.002"] and all(r["n"] == "1" for r in rows)

@@ -94,6 +94,13 @@ def test_markdown_lists_every_group_and_every_failure(sweep):
     assert any(line.startswith("- `loss=broken`: unreadable metrics.json: ") for line in failures)
 
 
+def test_a_diverged_run_is_listed_with_the_error_train_wrote_beside_its_status(tmp_path):
+    error = "training diverged: the loss exploded to 557.8 (over 100x its first value) at step 1 (epoch 1)"
+    make_job(tmp_path, ["optimizer.lr=1000"], {"status": "diverged", "error": error, "epochs": 1})
+    (job,) = summarize(tmp_path).jobs
+    assert job.status == f"diverged: {error}" and not job.completed
+
+
 def seed_sweep(sweep: Path, *constant: str) -> None:
     """`-m seed=0,1,2 optimizer=sgd,adam`: adam's test acc 0.90/0.91/0.92, sgd's 0.80/0.85/0.90."""
     for k in range(3):

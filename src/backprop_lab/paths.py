@@ -6,6 +6,7 @@ in a run folder are written (atomically).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -52,6 +53,24 @@ def run_dir(ckpt_path: str | None, default: str) -> str:
 
 if not OmegaConf.has_resolver("run_dir"):
     OmegaConf.register_new_resolver("run_dir", run_dir)
+
+
+NAME_MAX = 255  # bytes in one file or folder name (ext4, APFS, NTFS)
+
+
+def job_dir(name: str) -> str:
+    """A sweep job's folder: its overrides (Hydra's override_dirname), cut and ended with a hash of the whole
+    when a long list of overrides would pass the filesystem's limit on one name (the job's own
+    .hydra/overrides.yaml keeps them all)."""
+    raw = name.encode()
+    if len(raw) < NAME_MAX:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    return raw[: NAME_MAX - 64].decode(errors="ignore") + ",...," + digest
+
+
+if not OmegaConf.has_resolver("job_dir"):
+    OmegaConf.register_new_resolver("job_dir", job_dir)
 
 
 TMP_SUFFIX = ".partial"

@@ -190,7 +190,10 @@ def read_job(job_dir: Path, sweep_dir: Path) -> Job:
         job.status = _one_line(f"unreadable metrics.json: {e}")
         job.members = _members({}, job.status, job.params.get(SEED))
         return job
-    job.status = _one_line(metrics.get("status", "unknown (no status in metrics.json)"))
+    status, error = metrics.get("status", "unknown (no status in metrics.json)"), metrics.get("error")
+    if error and ":" not in str(status):  # train() writes "diverged" and the error line beside it
+        status = f"{status}: {error}"
+    job.status = _one_line(status)
     job.members = _members(metrics, job.status, job.params.get(SEED))
     epochs = finite(metrics.get("epochs"))
     source = metrics.get("data_source")

@@ -45,9 +45,8 @@ def load_checkpoint(
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(
-            f"checkpoint {path} does not exist (pass ckpt_path=<run>/checkpoints/last.ckpt or a best-*.ckpt)"
-        )
+        what = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"checkpoint {path} {what} (give a run's checkpoints/last.ckpt or one of its best-*.ckpt)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch.load fails in many ways on foreign bytes (UnpicklingError, KeyError, ...)

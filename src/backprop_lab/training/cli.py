@@ -55,14 +55,14 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _record_failure(cfg: Any, message: str) -> None:
+def _record_failure(cfg: Any, message: str, status: str = "failed") -> None:
     """metrics.json says why the run ended, so a sweep's summary can list it."""
     try:
         out = Path(cfg.paths.output_dir)
     except Exception:  # no Hydra run folder (e.g. called from a test without one)
         return
     try:
-        set_status(out, f"failed: {message}")
+        set_status(out, f"{status}: {message}")
     except (OSError, ValueError) as e:  # a folder that cannot be written: the log and the console keep it
         log.error("could not record the failure in %s: %s", out / "metrics.json", one_line(e))
 
@@ -75,15 +75,23 @@ def _log_to_files(message: str) -> None:
             handler.handle(record)
 
 
+EARLY_CTRL_C = "interrupted before training started: nothing was trained (run the command again)"
+
+
 def run(task: Callable[[Any], dict], cfg: Any) -> dict:
     """Call task(cfg) and turn what can go wrong into one line, a metrics.json status and an exit code."""
     try:
-        return task(cfg)
+        try:
+            return task(cfg)
+        except KeyboardInterrupt:  # Ctrl-C while the data loads (during training train() stops cleanly)
+            raise Interrupted(EARLY_CTRL_C, 0, "SIGINT") from None
     except Exception as e:
         known = isinstance(e, KNOWN) or unwritable(e) is not None
         message = unwritable(e) or (one_line(e) or type(e).__name__ if known else f"{type(e).__name__}: {one_line(e)}")
         if not isinstance(e, TrainingStopped):  # train() has written its own status
             _record_failure(cfg, message)
+        elif message == EARLY_CTRL_C:
+            _record_failure(cfg, message, status="interrupted")
         if is_multirun() and isinstance(e, Pruned):  # a search's pruner stopped it: an outcome, not an error
             log.info("%s", message)
             return {}
@@ -110,6 +118,10 @@ def hydra_entry(main: Callable[[], Any]) -> None:
         if verbose() or unwritable(e) is None:
             raise
         fail(unwritable(e))
+    except KeyboardInterrupt:  # Ctrl-C while Python imports torch and Lightning, or between a sweep's jobs
+        if verbose():
+            raise
+        fail("interrupted by Ctrl-C (a run stopped in training resumes with ckpt_path=last in its folder)", 130)
 
 
 def hydra_message(e: Exception) -> str:

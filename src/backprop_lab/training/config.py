@@ -7,11 +7,13 @@ so the entry point can print it as one line.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import hydra.utils
 import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -55,6 +57,51 @@ def _positive_number(value: Any, key: str) -> float:
     return x
 
 
+def _whole(value: Any, key: str, minimum: int, example: str, maximum: int | None = None, none: bool = False) -> None:
+    """value must be an int in [minimum, maximum] (or null when `none`)."""
+    if value is None and none:
+        return
+    bad = isinstance(value, bool) or not isinstance(value, int) or value < minimum
+    if bad or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        allowed = " or null" if none else ""
+        raise ConfigError(f"{key}={value} must be a whole number {bound}{allowed} (e.g. {key}={example})")
+
+
+def _flag(value: Any, key: str) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value} must be true or false")
+
+
+def _arguments(target: type) -> list[str] | None:
+    """The keyword arguments `target(...)` takes, following **kwargs up its classes; None if it takes any."""
+    names: list[str] = []
+    for klass in target.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names
+    return None
+
+
+def _known_keys(node: Any, key: str, ignore: Sequence[str] = ()) -> None:
+    """Every key of a `_target_` node is an argument of its class (else building it fails mid-run)."""
+    try:
+        target = hydra.utils.get_class(str(node["_target_"]))
+    except Exception:  # not a class: Hydra's own error says so when it is built
+        return
+    allowed = _arguments(target)
+    if allowed is None:
+        return
+    for name in node:
+        if not str(name).startswith("_") and name not in allowed and name not in ignore:
+            options = ", ".join(a for a in allowed if a not in ("params", "optimizer"))
+            raise ConfigError(f"{key}.{name} is not an argument of {target.__name__} ({key}.* are: {options})")
+
+
 def hidden_sizes(value: Any) -> list[int]:
     """model.hidden as a list of ints: [] means no hidden layer."""
     items = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [value]
@@ -76,12 +123,30 @@ def check(cfg: DictConfig) -> None:
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
+    from backprop_lab.training.module import SCHEDULER_KEYS  # Lightning's keys beside the scheduler's own
+
+    for key, ignore in (("optimizer", ()), ("scheduler", SCHEDULER_KEYS), ("data", ())):
+        node = cfg.get(key)
+        if node and "_target_" in node:
+            _known_keys(node, key, ignore)
     opt = cfg.optimizer
     _positive_number(opt.lr, "optimizer.lr")
     if "momentum" in opt and not (0 <= float(opt.momentum) < 1):
         raise ConfigError(f"optimizer.momentum={opt.momentum} must be in [0, 1) (e.g. optimizer.momentum=0.9)")
-    if float(opt.get("weight_decay", 0) or 0) < 0:
-        raise ConfigError(f"optimizer.weight_decay={opt.weight_decay} must be >= 0 (0 turns L2 off)")
+    decay = opt.get("weight_decay") or 0
+    if decay != 0 and not (isinstance(decay, (int, float)) and math.isfinite(decay) and decay > 0):
+        raise ConfigError(f"optimizer.weight_decay={decay} must be a number >= 0 (0 turns L2 off, e.g. 0.0001)")
+
+    data = cfg.data
+    for key, example in (("train_size", "1000"), ("val_size", "500"), ("test_size", "500")):
+        if key in data:
+            _whole(data[key], f"data.{key}", 0, example, none=True)
+    if "batches_per_block" in data:
+        _whole(data.batches_per_block, "data.batches_per_block", 1, "100", none=True)
+    if "split_seed" in data:
+        _whole(data.split_seed, "data.split_seed", 0, "42", 2**32 - 1)
+    if "drop_last" in data:
+        _flag(data.drop_last, "data.drop_last")
 
     bs = cfg.data.batch_size
     if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
@@ -101,8 +166,23 @@ def check(cfg: DictConfig) -> None:
             f"trainer.accelerator={accelerator} but this machine has no CUDA GPU "
             "(use trainer=cpu, or trainer.accelerator=auto to take a GPU when there is one)"
         )
-    if cfg.seed is not None and not isinstance(cfg.seed, int):
-        raise ConfigError(f"seed={cfg.seed} must be a whole number (e.g. seed=42)")
+    _whole(cfg.seed, "seed", 0, "42", 2**32 - 1, none=True)
+    _flag(cfg.get("test", True), "test")
+    for key, example in (("grad_every_n_steps", "50"), ("histogram_every_n_steps", "2000")):
+        _whole(cfg.log.get(key, 0), f"log.{key}", 0, example)
+    _whole(cfg.log.get("pictures_every_n_epochs", 0), "log.pictures_every_n_epochs", 0, "1")
+    _whole(cfg.get("cpu_threads"), "cpu_threads", 1, "1", none=True)
+    metric = cfg.get("optimized_metric", "val/acc_best")
+    if not str(metric).startswith(("val/", "test/", "train/", "ensemble/")):
+        raise ConfigError(
+            f"optimized_metric={metric} is not a metric a run reports (e.g. val/acc_best, test/acc or val/loss)"
+        )
+    factor = cfg.get("divergence_factor")
+    if factor is not None and not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor > 1):
+        raise ConfigError(
+            f"divergence_factor={factor} must be a number > 1: how many times its first value the loss may grow "
+            "(e.g. divergence_factor=100; null: stop on NaN or inf only)"
+        )
     population = cfg.get("population", 1)
     if isinstance(population, bool) or not isinstance(population, int) or population < 1:
         raise ConfigError(f"population={population} must be a whole number >= 1 (e.g. population=10)")
@@ -118,6 +198,8 @@ def check(cfg: DictConfig) -> None:
 
 def check_batch_size(batch_size: int, n_train: int) -> None:
     """Once the data is known: a batch larger than the training split is a mistake, not a tiny epoch."""
+    if n_train == 0:
+        raise ConfigError("the training split is empty (set data.train_size to at least data.batch_size, or null)")
     if batch_size > n_train:
         raise ConfigError(
             f"data.batch_size={batch_size} is larger than the training split ({n_train} examples) "

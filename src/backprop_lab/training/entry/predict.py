@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from backprop_lab.errors import ConfigError, print_error
+from backprop_lab.errors import ConfigError, one_line, print_error, unwritable
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,7 +37,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The console script; returns the exit status."""
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.show is not None and args.show.suffix.lower() not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
+        p.error(f"--show {args.show}: give a .png, .jpg, .pdf or .svg file name")  # before any work is done
     # Here, after the arguments: --help and usage errors come before torch and Lightning load.
     from backprop_lab.inspection.predict import predict_files, predictions_figure, require_images
     from backprop_lab.training.checkpoints import load_checkpoint, run_classes
@@ -57,8 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print("[\n" + ",\n".join(json.dumps(r.as_dict()) for r in results) + "\n]")  # one object per line
     if args.show is not None:
-        args.show.parent.mkdir(parents=True, exist_ok=True)
-        predictions_figure(results, classes).savefig(args.show, dpi=100)
+        try:
+            args.show.parent.mkdir(parents=True, exist_ok=True)
+            predictions_figure(results, classes).savefig(args.show, dpi=100)
+        except OSError as e:
+            print_error(unwritable(e, fix="pass --show a writable file path") or one_line(e))
+            return 1
         print(f"wrote {args.show}", file=sys.stderr)
     return 1 if any(r.error is not None for r in results) else 0
 
