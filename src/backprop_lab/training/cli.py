@@ -55,16 +55,16 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _record_failure(cfg: Any, message: str, status: str = "failed") -> None:
+def _record_status(cfg: Any, status: str) -> None:
     """metrics.json says why the run ended, so a sweep's summary can list it."""
     try:
         out = Path(cfg.paths.output_dir)
     except Exception:  # no Hydra run folder (e.g. called from a test without one)
         return
     try:
-        set_status(out, f"{status}: {message}")
+        set_status(out, status)
     except (OSError, ValueError) as e:  # a folder that cannot be written: the log and the console keep it
-        log.error("could not record the failure in %s: %s", out / "metrics.json", one_line(e))
+        log.error("could not record the status in %s: %s", out / "metrics.json", one_line(e))
 
 
 def _log_to_files(message: str) -> None:
@@ -84,14 +84,13 @@ def run(task: Callable[[Any], dict], cfg: Any) -> dict:
         try:
             return task(cfg)
         except KeyboardInterrupt:  # Ctrl-C while the data loads (during training train() stops cleanly)
+            _record_status(cfg, f"interrupted: {EARLY_CTRL_C}")
             raise Interrupted(EARLY_CTRL_C, 0, "SIGINT") from None
     except Exception as e:
         known = isinstance(e, KNOWN) or unwritable(e) is not None
         message = unwritable(e) or (one_line(e) or type(e).__name__ if known else f"{type(e).__name__}: {one_line(e)}")
-        if not isinstance(e, TrainingStopped):  # train() has written its own status
-            _record_failure(cfg, message)
-        elif message == EARLY_CTRL_C:
-            _record_failure(cfg, message, status="interrupted")
+        if not isinstance(e, TrainingStopped):  # train() (or the Ctrl-C above) has written its own status
+            _record_status(cfg, f"failed: {message}")
         if is_multirun() and isinstance(e, Pruned):  # a search's pruner stopped it: an outcome, not an error
             log.info("%s", message)
             return {}

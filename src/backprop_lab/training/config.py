@@ -148,12 +148,8 @@ def check(cfg: DictConfig) -> None:
     if "drop_last" in data:
         _flag(data.drop_last, "data.drop_last")
 
-    bs = cfg.data.batch_size
-    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-        raise ConfigError(f"data.batch_size={bs} must be a whole number >= 1 (e.g. data.batch_size=10)")
-    epochs = cfg.trainer.get("max_epochs")
-    if epochs is not None and (not isinstance(epochs, int) or epochs < 0):
-        raise ConfigError(f"trainer.max_epochs={epochs} must be a whole number >= 0 (e.g. trainer.max_epochs=10)")
+    _whole(cfg.data.batch_size, "data.batch_size", 1, "10")
+    _whole(cfg.trainer.get("max_epochs"), "trainer.max_epochs", 0, "10", none=True)
     clip = cfg.trainer.get("gradient_clip_val")
     if clip is not None and clip != 0:
         _positive_number(clip, "trainer.gradient_clip_val")
@@ -184,8 +180,7 @@ def check(cfg: DictConfig) -> None:
             "(e.g. divergence_factor=100; null: stop on NaN or inf only)"
         )
     population = cfg.get("population", 1)
-    if isinstance(population, bool) or not isinstance(population, int) or population < 1:
-        raise ConfigError(f"population={population} must be a whole number >= 1 (e.g. population=10)")
+    _whole(population, "population", 1, "10")
     if population > 1 and cfg.seed is None:
         raise ConfigError("population>1 needs a seed: member k starts from seed + k (e.g. seed=42)")
     scheduler = cfg.get("scheduler") or {}

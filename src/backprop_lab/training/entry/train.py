@@ -17,9 +17,8 @@ def main(cfg: DictConfig) -> float:
     from backprop_lab.training.train import train  # here: Hydra's own errors and --help come before Lightning loads
 
     metrics = cli.run(train, cfg)
-    return objective(
-        metrics, cfg.optimized_metric, cfg.paths.output_dir
-    )  # NaN for a run without the metric (failed), never None
+    # NaN for a run without the metric (failed), never None
+    return objective(metrics, cfg.optimized_metric, cfg.paths.output_dir)
 
 
 def run() -> None:
